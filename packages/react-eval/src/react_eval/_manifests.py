@@ -1,0 +1,324 @@
+# Vendored from vendor/manifests.py by `nox -s vendor`. Do not edit this copy; edit the source.
+"""The manifest contract between the packages, in code: kinds, versions, field specs, ids, atomic I/O.
+
+docs/manifests.md is the prose of this file. No package may import another, so this one file is
+vendored into each package as `_manifests.py` by `nox -s vendor`; a test checks every copy is
+identical to this source. Edit here, never in a copy.
+
+A field spec is a Python type (or tuple of types), a dict of field specs (a key ending in "?"
+is optional), or a one-item list (every element must match the item spec).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, malformed, of the wrong kind, or from a newer version."""
+
+
+ENVELOPE = {
+    "kind": str,
+    "version": int,
+    "id": str,
+    "created": str,
+    "producer": {"name": str, "version": str},
+    "lineage": [{"kind": str, "id": str, "uri": str}],
+}
+
+STORE, INDEX, RETRIEVAL, CHECKPOINT, EVAL_RESULT = (
+    "react.embedding-store", "react.index", "react.retrieval", "react.checkpoint", "react.eval-result")
+
+MODEL = {"name": str, "pretrained": str, "pretrained_sha256?": (str, type(None))}
+COUNTS = dict  # reason or class -> count
+
+SPECS = {
+    STORE: {
+        "model": MODEL,
+        "dim": int,
+        "dtype": str,
+        "normalized": bool,
+        "modalities": [str],
+        "shards": [{"name": str, "source": str, "samples": int, "metadata": str,
+                    "image_emb?": str, "text_emb?": str, "skipped": COUNTS}],
+        "counts": {"samples": int, "skipped": COUNTS},
+        "inputs": [str],
+    },
+    INDEX: {
+        "model": MODEL,
+        "dim": int,
+        "metric": str,
+        "indexes": {m + "?": {"file": str, "index_key": str, "ntotal": int, "search_params": dict,
+                              "measured": {"k": int, "recall": float, "queries": int, "qps": float}}
+                    for m in ("image", "text")},
+    },
+    RETRIEVAL: {
+        "rows_file": str,
+        "rows": int,
+        "rows_sha256": str,
+        "model": MODEL,
+        "mode": str,
+        "k": int,
+        "selection": dict,
+        "classes": [str],
+        "templates": [str],
+        "counts_per_class": [int],
+        "unique_samples": int,
+    },
+    CHECKPOINT: {
+        "base_model": MODEL,
+        "variant": str,
+        "blocks": {"k": int, "positions": [int], "width": int, "heads": int, "mlp_ratio": float, "act": str},
+        "weights": {"file": str, "sha256": str, "parameters": int},
+        "training": {"steps": int, "samples_seen": int, "final_loss": (float, type(None)), "skipped": COUNTS,
+                     "config": dict},
+    },
+    EVAL_RESULT: {
+        # CLIP_benchmark's top-level fields ...
+        "dataset": str, "model": str, "pretrained": str, "task": str, "metrics": dict, "language": str,
+        # ... and ours
+        "model_spec": str, "dataset_uri": str, "dataset_checksum": str, "n_samples": int, "seconds": float,
+    },
+}
+VERSIONS = {STORE: 1, INDEX: 1, RETRIEVAL: 1, CHECKPOINT: 1, EVAL_RESULT: 1}
+
+# Retrieval rows: one per (class, sample). A row locates its image bytes by exactly one of:
+# image_uri + image_offset + image_length (an uncompressed tar member: a ranged read returns the file),
+# image_uri alone (a file), or url alone (not yet downloaded).
+RETRIEVAL_COLUMNS = pa.schema([
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("class_index", pa.int32(), nullable=False),
+    pa.field("templates", pa.list_(pa.string())),
+    pa.field("rank", pa.int32(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),
+    pa.field("sample_id", pa.int64(), nullable=False),
+    pa.field("key", pa.string()),
+    pa.field("caption", pa.string()),
+    pa.field("image_uri", pa.string()),
+    pa.field("image_offset", pa.int64()),
+    pa.field("image_length", pa.int64()),
+    pa.field("url", pa.string()),
+])
+
+
+def _type_name(types) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+             dict: "an object", list: "a list", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _problems(value, spec, path):
+    """Yield (field path, what was expected) for each place `value` does not match `spec`."""
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            yield path, "an object"
+            return
+        for key, sub in spec.items():
+            name = key.rstrip("?")
+            where = f"{path}.{name}" if path else name
+            if name in value:
+                yield from _problems(value[name], sub, where)
+            elif not key.endswith("?"):
+                yield where, "present (it is missing)"
+    elif isinstance(spec, list):
+        if not isinstance(value, list):
+            yield path, "a list"
+            return
+        for i, item in enumerate(value):
+            yield from _problems(item, spec[0], f"{path}[{i}]")
+    else:
+        types = spec if isinstance(spec, tuple) else (spec,)
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if isinstance(value, bool) and bool not in types:
+            yield path, _type_name(types)
+        elif not isinstance(value, types):
+            yield path, _type_name(types)
+
+
+def check(doc, spec, where: str) -> None:
+    """Raise ManifestError naming `where` and the first field of `doc` that does not match `spec`."""
+    for field, expected in _problems(doc, spec, ""):
+        got = "" if expected.startswith("present") else f", got {json.dumps(_find(doc, field))[:80]}"
+        raise ManifestError(f"{where}: field '{field}' should be {expected}{got}")
+
+
+def _find(doc, field):
+    value = doc
+    for part in field.replace("[", ".[").split("."):
+        if not part:
+            continue
+        try:
+            value = value[int(part[1:-1])] if part.startswith("[") else value[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    return value
+
+
+def manifest_id(doc: dict) -> str:
+    """Content id: sha256 of the canonical JSON of everything but `id` and `created`."""
+    body = {k: v for k, v in doc.items() if k not in ("id", "created")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def lineage_entry(doc: dict, uri: str) -> dict:
+    """How a manifest refers to one it was made from."""
+    return {"kind": doc["kind"], "id": doc["id"], "uri": str(uri)}
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write under a temporary name in the same folder, then rename into place."""
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def build(kind: str, body: dict, lineage, producer: dict, where: str) -> dict:
+    """A complete, validated manifest (envelope + body) with its content id."""
+    doc = {"kind": kind, "version": VERSIONS[kind], "id": "", "producer": producer,
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "lineage": list(lineage), **body}
+    check(doc, ENVELOPE | SPECS[kind], where)
+    doc["id"] = manifest_id(doc)
+    return doc
+
+
+def write_manifest(uri: str, kind: str, body: dict, lineage=(), *, producer: dict) -> dict:
+    """Validate and write a manifest of `kind` atomically; returns it (with its id)."""
+    doc = build(kind, body, lineage, producer, str(uri))
+    write_bytes_atomic(uri, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode())
+    return doc
+
+
+def read_json(uri: str, what: str = "manifest") -> dict:
+    try:
+        with fsspec.open(str(uri), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ManifestError(f"{uri}: no such {what} file") from None
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{uri}: not valid JSON ({e}); the file is corrupt or not a {what}") from None
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{uri}: a {what} is a JSON object, this file holds a {type(doc).__name__}")
+    return doc
+
+
+def validate(doc: dict, kind: str, reader: str, where: str) -> dict:
+    """Check kind, version, envelope, body and id; `reader` names the package for upgrade advice."""
+    got_kind = doc.get("kind")
+    if got_kind is None:
+        raise ManifestError(f"{where}: field 'kind' is missing: not a REACT manifest (expected '{kind}')")
+    if got_kind != kind:
+        raise ManifestError(f"{where}: field 'kind' is '{got_kind}', expected '{kind}'; pass a {kind} manifest")
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ManifestError(f"{where}: field 'version' should be a positive integer, got {json.dumps(version)}")
+    if version > VERSIONS[kind]:
+        raise ManifestError(
+            f"{where}: field 'version' is {version}, but this {reader} reads '{kind}' manifests up to "
+            f"version {VERSIONS[kind]}; upgrade {reader} to read it")
+    check(doc, ENVELOPE | SPECS[kind], where)
+    if doc["id"] != manifest_id(doc):
+        raise ManifestError(
+            f"{where}: field 'id' does not match the manifest's content (edited by hand or corrupt); "
+            "regenerate it with the tool that wrote it")
+    return doc
+
+
+def read_manifest(uri: str, kind: str, *, reader: str) -> dict:
+    return validate(read_json(uri), kind, reader, str(uri))
+
+
+# --- retrieval manifests: rows in parquet, the manifest in a sidecar json -----------------------
+
+def retrieval_paths(uri: str) -> tuple[str, str]:
+    """(rows parquet, sidecar json) from either one: the sidecar of `x.parquet` is `x.parquet.json`."""
+    uri = str(uri)
+    if uri.endswith(".json"):
+        return uri[: -len(".json")], uri
+    return uri, uri + ".json"
+
+
+def check_retrieval_schema(schema: pa.Schema, where: str) -> None:
+    for want in RETRIEVAL_COLUMNS:
+        if want.name not in schema.names:
+            raise ManifestError(f"{where}: column '{want.name}' is missing (expected {want.type})")
+        got = schema.field(want.name).type
+        if got != want.type:
+            raise ManifestError(f"{where}: column '{want.name}' has type {got}, expected {want.type}")
+
+
+def check_retrieval_rows(batch: pa.RecordBatch | pa.Table, where: str, first_row: int = 0) -> None:
+    """Every row must locate its image: a tar member (uri+offset+length), a file (uri) or a url."""
+    uri, off, length = (pc.is_null(batch.column(c)) for c in ("image_uri", "image_offset", "image_length"))
+    url = pc.fill_null(pc.equal(batch.column("url"), ""), True)  # True where there is no url
+    problems = (
+        (pc.or_(pc.not_equal(off, length), pc.and_(pc.invert(off), uri)),
+         "image_offset and image_length need each other and image_uri"),
+        (pc.and_(uri, url), "no image locator: set image_uri (+ offset/length for a tar member) or url"),
+    )
+    for bad, problem in problems:
+        row = pc.index(bad, True).as_py()
+        if row >= 0:
+            raise ManifestError(f"{where}: row {first_row + row}: {problem}")
+
+
+def _sha256(uri: str) -> str:
+    h = hashlib.sha256()
+    with fsspec.open(uri, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _scan_rows(rows_uri: str) -> int:
+    """Check the parquet's schema and every row's locator; return the row count."""
+    with fsspec.open(rows_uri, "rb") as f:
+        pf = pq.ParquetFile(f)
+        check_retrieval_schema(pf.schema_arrow, rows_uri)
+        seen = 0
+        for batch in pf.iter_batches(batch_size=65536, columns=["image_uri", "image_offset", "image_length", "url"]):
+            check_retrieval_rows(batch, rows_uri, seen)
+            seen += batch.num_rows
+        return seen
+
+
+def write_retrieval_manifest(rows_uri: str, body: dict, lineage=(), *, producer: dict) -> dict:
+    """Check an already written rows parquet and write its sidecar manifest next to it."""
+    rows_uri, sidecar = retrieval_paths(rows_uri)
+    body = body | {"rows_file": rows_uri.rsplit("/", 1)[-1], "rows": _scan_rows(rows_uri),
+                   "rows_sha256": _sha256(rows_uri)}
+    return write_manifest(sidecar, RETRIEVAL, body, lineage, producer=producer)
+
+
+def read_retrieval_manifest(uri: str, *, reader: str, verify_checksum: bool = False) -> dict:
+    """Validate the sidecar, the rows' schema and every row's locator; returns the sidecar plus `rows_uri`."""
+    _, sidecar = retrieval_paths(uri)
+    doc = read_manifest(sidecar, RETRIEVAL, reader=reader)
+    rows_uri = sidecar.rsplit("/", 1)[0] + "/" + doc["rows_file"] if "/" in sidecar else doc["rows_file"]
+    try:
+        rows = _scan_rows(rows_uri)
+    except FileNotFoundError:
+        raise ManifestError(f"{sidecar}: field 'rows_file' names {rows_uri}, which does not exist") from None
+    if rows != doc["rows"]:
+        raise ManifestError(f"{sidecar}: field 'rows' is {doc['rows']} but {rows_uri} has {rows} rows")
+    if verify_checksum and _sha256(rows_uri) != doc["rows_sha256"]:
+        raise ManifestError(f"{sidecar}: field 'rows_sha256' does not match {rows_uri}; the rows were changed")
+    return doc | {"rows_uri": rows_uri}
