@@ -65,8 +65,10 @@ def test_no_package_imports_another_or_the_toy_world(package):
 
 
 def test_react_index_keeps_torch_out_of_module_level_imports():
+    """Only clip_embed (the [clip] extra) imports torch; everything else loads it lazily, if at all."""
     for path in (ROOT / "packages" / "react-index" / "src").rglob("*.py"):
-        assert not _imports(path, top_level_only=True) & {"torch", "open_clip", "PIL", "torchvision"}, path
+        if path.name != "clip_embed.py":
+            assert not _imports(path, top_level_only=True) & {"torch", "open_clip", "PIL", "torchvision"}, path
 
 
 def test_vendored_contract_copies_match_their_source():

@@ -1,0 +1,298 @@
+"""`react-index build`: embedding store → tuned faiss index per modality + index manifest.
+
+For each modality (image, text): choose an index under the memory budget (or take --index-key),
+train on a sample of the store, add the vectors in bounded chunks read from the memory-mapped
+store (or build IVF shards and merge them into on-disk inverted lists), tune nprobe / efSearch
+to the recall target against exact search, measure recall and QPS, and write the index file
+(plain `faiss.read_index` opens it) and the manifest atomically.
+
+Tuning queries: the image index is tuned with text embeddings (REACT's text-to-image queries)
+when the store has them; otherwise, and for the text index, with stored vectors whose own row
+is excluded from both the exact and the approximate results. Their row ids are saved beside the
+index (`{modality}.queries.npy`) so anyone can re-measure the recall.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import faiss
+import fsspec
+import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
+from faiss.contrib.ondisk import merge_ondisk
+from fsspec.implementations.local import LocalFileSystem
+from tqdm import tqdm
+
+from .indexkey import choose_index_key, parse_memory, training_size
+from .manifest import INDEX, lineage_entry, write_manifest
+from .store import Store, open_store
+
+HNSW_EF_MAX = 4096
+
+
+def faiss_gpus() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def describe_faiss_device() -> str:
+    gpus = faiss_gpus()
+    return f"faiss {faiss.__version__} on {gpus} GPU(s)" if gpus else \
+        f"faiss {faiss.__version__} on CPU ({faiss.omp_get_max_threads()} threads; no GPU visible to faiss)"
+
+
+# --- search parameters ---------------------------------------------------------------------------
+
+def search_knobs(index) -> tuple[str | None, int]:
+    """The parameter that trades speed for recall, and its useful maximum."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+        return "nprobe", ivf.nlist
+    except RuntimeError:
+        pass
+    base = faiss.downcast_index(index.index if isinstance(index, faiss.IndexPreTransform) else index)
+    return ("efSearch", HNSW_EF_MAX) if isinstance(base, faiss.IndexHNSW) else (None, 0)
+
+
+def apply_params(index, params: dict) -> None:
+    space = faiss.ParameterSpace()
+    for name, value in params.items():
+        space.set_index_parameter(index, name, value)
+
+
+def knob_params(knob: str, value: int, index) -> dict:
+    params = {knob: int(value)}
+    if knob == "nprobe":
+        quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
+        if isinstance(quantizer, faiss.IndexHNSW):
+            params["quantizer_efSearch"] = max(16, 2 * int(value))  # as autofaiss: efSearch = 2·nprobe
+    return params
+
+
+def search(index, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Top-k ids; with `exclude`, each query's own row id is removed from its results."""
+    if exclude is None:
+        return index.search(queries, k)[1]
+    ids = index.search(queries, k + 1)[1]
+    out = np.empty((len(ids), k), dtype=np.int64)
+    for i, row in enumerate(ids):
+        row = row[row != exclude[i]]
+        out[i] = row[:k]
+    return out
+
+
+def recall_at_k(store: Store, modality: str, queries: np.ndarray, found: np.ndarray, kth_scores: np.ndarray) -> float:
+    """Mean fraction of each query's k results whose exact similarity reaches the k-th exact similarity.
+
+    Equal to |found ∩ exact top-k| / k, except that a result tied with the k-th neighbour counts as a
+    hit: web corpora are full of exact duplicates, and which of two identical vectors is returned is
+    arbitrary.
+    """
+    k = found.shape[1]
+    valid = found >= 0
+    vectors = store.rows(modality, np.where(valid, found, 0).ravel()).reshape(len(found), k, -1)
+    scores = np.einsum("qkd,qd->qk", vectors, queries)
+    hits = valid & (scores >= kth_scores[:, None] - 1e-5)
+    return float(hits.mean())
+
+
+def exact_neighbours(store: Store, modality: str, queries: np.ndarray, k: int,
+                     exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k (scores, ids) over the whole store, block by block (never all in RAM)."""
+    chunks = (chunk for _, chunk in store.iter_chunks(modality, 262_144))
+    extra = 0 if exclude is None else 1
+    scores, ids = knn_ground_truth(queries, chunks, k + extra, metric_type=faiss.METRIC_INNER_PRODUCT)
+    if exclude is None:
+        return scores, ids
+    keep = [np.flatnonzero(row != exclude[i])[:k] for i, row in enumerate(ids)]
+    return (np.stack([scores[i, j] for i, j in enumerate(keep)]), np.stack([ids[i, j] for i, j in enumerate(keep)]))
+
+
+def tune(index, store: Store, modality: str, queries, truth_scores, target: float, exclude=None) -> tuple[dict, float]:
+    """Smallest nprobe / efSearch reaching `target` recall@k (or the best reachable), and its recall."""
+    k = truth_scores.shape[1]
+    kth = truth_scores[:, -1]
+    knob, limit = search_knobs(index)
+
+    def recall() -> float:
+        return recall_at_k(store, modality, queries, search(index, queries, k, exclude), kth)
+
+    if knob is None:
+        return {}, recall()
+
+    def measure(value: int) -> float:
+        apply_params(index, knob_params(knob, value, index))
+        return recall()
+
+    value = 1 if knob == "nprobe" else 16
+    seen = {}
+    while True:
+        seen[value] = measure(value)
+        if seen[value] >= target or value >= limit:
+            break
+        value = min(limit, value * 2)
+    if seen[value] >= target:
+        lo, hi = (value // 2, value) if value // 2 in seen else (0, value)
+        while hi - lo > 1:  # smallest value in (lo, hi] that reaches the target
+            mid = (lo + hi) // 2
+            seen[mid] = measure(mid)
+            lo, hi = (lo, mid) if seen[mid] >= target else (mid, hi)
+        best = hi
+    else:
+        best = min(seen, key=lambda v: (-seen[v], v))
+    params = knob_params(knob, best, index)
+    apply_params(index, params)
+    return params, seen[best]
+
+
+def measure_qps(index, queries: np.ndarray, k: int, min_seconds: float = 0.3) -> float:
+    runs, start = 0, time.perf_counter()
+    while runs == 0 or time.perf_counter() - start < min_seconds:
+        index.search(queries, k)
+        runs += 1
+    return runs * len(queries) / (time.perf_counter() - start)
+
+
+# --- building ------------------------------------------------------------------------------------
+
+def _train(index, store: Store, modality: str, n_train: int, rng) -> None:
+    if index.is_trained:
+        return
+    ids = np.sort(rng.choice(store.n, size=n_train, replace=False))
+    sample = store.rows(modality, ids)
+    if faiss_gpus():
+        try:  # k-means on the GPUs: the expensive part of training
+            ivf = faiss.extract_index_ivf(index)
+            ip = ivf.metric_type == faiss.METRIC_INNER_PRODUCT
+            flat = faiss.IndexFlatIP(ivf.d) if ip else faiss.IndexFlatL2(ivf.d)
+            ivf.clustering_index = faiss.index_cpu_to_all_gpus(flat)
+        except RuntimeError:
+            pass
+    index.train(sample)
+
+
+def _add_range(index, store: Store, modality: str, lo: int, hi: int, chunk_rows: int, bar) -> None:
+    for start, chunk in store.iter_chunks(modality, chunk_rows):
+        a, b = max(lo, start), min(hi, start + len(chunk))
+        if a < b:
+            part = np.ascontiguousarray(chunk[a - start:b - start])
+            if lo == 0 and hi == store.n:
+                index.add(part)
+            else:
+                index.add_with_ids(part, np.arange(a, b, dtype=np.int64))
+            bar.update(b - a)
+
+
+def _to_gpu_for_add(index):
+    """Clone to the GPUs for adding when faiss supports this index there; else keep the CPU index."""
+    if not faiss_gpus():
+        return index, False
+    try:
+        return faiss.index_cpu_to_all_gpus(index), True
+    except RuntimeError:
+        return index, False
+
+
+def _write_index(index, path: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    faiss.write_index(index, tmp)
+    os.replace(tmp, path)
+
+
+def build_modality(store: Store, modality: str, folder: str, key: str, max_memory: int, target_recall: float,
+                   k: int, n_shards: int, n_queries: int, seed: int) -> dict:
+    """Build, tune and write `{folder}/{modality}.index`; returns its manifest entry."""
+    n, d = store.n, store.dim
+    rng = np.random.default_rng(seed)
+    index = faiss.index_factory(d, key, faiss.METRIC_INNER_PRODUCT)
+    n_train = training_size(key, n, d, max_memory)
+    t0 = time.perf_counter()
+    if not index.is_trained:
+        print(f"  {modality}: training {key} on {n_train:,} of {n:,} vectors")
+        _train(index, store, modality, n_train, rng)
+    chunk_rows = max(1024, min(262_144, max_memory // 8 // (d * 4)))
+    path = f"{folder}/{modality}.index"
+    bar = tqdm(total=n, desc=f"  {modality}: add", unit="vec", unit_scale=True, dynamic_ncols=True)
+    if n_shards > 1:
+        try:
+            faiss.extract_index_ivf(index)
+        except RuntimeError:
+            raise ValueError(f"--shards needs an IVF index; {key!r} is not one") from None
+        trained = f"{folder}/{modality}.trained.index"
+        _write_index(index, trained)
+        bounds = np.linspace(0, n, n_shards + 1).astype(np.int64)
+        parts = []
+        for s in range(n_shards):
+            part = f"{folder}/{modality}.shard{s:03d}.index"
+            if not os.path.exists(part):  # resume: finished shards are kept
+                shard_index = faiss.read_index(trained)
+                _add_range(shard_index, store, modality, int(bounds[s]), int(bounds[s + 1]), chunk_rows, bar)
+                _write_index(shard_index, part)
+            else:
+                bar.update(int(bounds[s + 1] - bounds[s]))
+            parts.append(part)
+        index = faiss.read_index(trained)
+        merge_ondisk(index, parts, f"{folder}/{modality}.ivfdata")
+    else:
+        target, on_gpu = _to_gpu_for_add(index)
+        _add_range(target, store, modality, 0, n, chunk_rows, bar)
+        index = faiss.index_gpu_to_cpu(target) if on_gpu else target
+    bar.close()
+    build_seconds = time.perf_counter() - t0
+
+    query_modality = "text" if modality == "image" and "text" in store.manifest["modalities"] else modality
+    q_ids = np.sort(rng.choice(n, size=min(n_queries, n), replace=False))
+    queries = store.rows(query_modality, q_ids)
+    exclude = q_ids if query_modality == modality else None
+    truth_scores, _ = exact_neighbours(store, modality, queries, min(k, n - 1), exclude)
+    params, recall = tune(index, store, modality, queries, truth_scores, target_recall, exclude)
+    k = truth_scores.shape[1]
+    qps = measure_qps(index, queries, k)
+    if recall < target_recall:
+        print(f"  {modality}: warning: recall@{k} {recall:.3f} is below the target {target_recall} even at the "
+              f"largest search setting; give --max-memory room for a less compressed index or pass --index-key")
+    _write_index(index, path)
+    np.save(f"{folder}/{modality}.queries.npy", q_ids, allow_pickle=False)
+    for leftover in [f"{folder}/{modality}.trained.index"] + [f"{folder}/{modality}.shard{s:03d}.index"
+                                                              for s in range(n_shards)]:
+        if n_shards > 1 and os.path.exists(leftover):
+            os.remove(leftover)
+    print(f"  {modality}: {key}, {index.ntotal:,} vectors, {params or 'exact'}: recall@{k} "
+          f"{recall:.3f} at {qps:,.0f} QPS (built in {build_seconds:.1f}s)")
+    return {"file": f"{modality}.index", "index_key": key, "ntotal": int(index.ntotal), "search_params": params,
+            "measured": {"k": k, "recall": round(recall, 6), "queries": len(q_ids),
+                         "qps": round(qps, 1), "query_modality": query_modality,
+                         "query_ids": f"{modality}.queries.npy", "excludes_self": exclude is not None},
+            "on_disk": n_shards > 1, "build_seconds": round(build_seconds, 2)}
+
+
+def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_key: str | None = None,
+                target_recall: float = 0.95, k: int = 10, shards: int = 1, queries: int = 500, seed: int = 0,
+                modalities=None) -> dict:
+    """Build one index per modality of the store at `store_uri` into the folder `out`; returns the manifest."""
+    store = open_store(store_uri)
+    budget = parse_memory(max_memory)
+    if store.n < 2:
+        raise ValueError(f"{store_uri}: the store holds {store.n} vectors; an index needs at least 2")
+    modalities = list(modalities or store.manifest["modalities"])
+    print(f"react-index build: {store.n:,} vectors of width {store.dim}; {describe_faiss_device()}")
+    fs, out_path = fsspec.core.url_to_fs(out)
+    local = isinstance(fs, LocalFileSystem)
+    folder = out_path if local else tempfile.mkdtemp(prefix="react-index-")
+    os.makedirs(folder, exist_ok=True)
+    entries = {}
+    for modality in modalities:
+        key = index_key or choose_index_key(store.n, store.dim, budget)
+        entries[modality] = build_modality(store, modality, folder, key, budget, target_recall, k, shards,
+                                           queries, seed)
+    if not local:
+        fs.put(folder.rstrip("/") + "/", out_path, recursive=True)
+        shutil.rmtree(folder)
+    body = {"model": store.manifest["model"], "dim": store.dim, "metric": "ip", "indexes": entries}
+    manifest = write_manifest(out.rstrip("/") + "/manifest.json", INDEX, body,
+                              [lineage_entry(store.manifest, store.uri + "/manifest.json")])
+    print(f"index -> {out}")
+    return manifest

@@ -1,0 +1,179 @@
+"""Embed image-text corpora with open_clip (the `[clip]` extra: torch, open_clip_torch, pillow).
+
+DataLoader workers read and decode whole input shards (worker w takes shards w, w+n, …) and
+hand over preprocessed batches, so JPEG decoding runs beside the model instead of before it.
+Each input shard becomes one store shard, written atomically when its last batch is embedded;
+a rerun skips shards already written. Under torchrun, rank r takes every WORLD_SIZE-th shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from collections import Counter
+from contextlib import nullcontext
+
+import fsspec
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from .sources import InputShard, SourceError, read_samples
+from .store import metadata_table, write_shard
+
+log = logging.getLogger("react_index")
+
+
+def file_sha256(uri: str) -> str:
+    h = hashlib.sha256()
+    with fsspec.open(uri, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[dict, str | None]:
+    """(model record for manifests, what to pass to open_clip). `pretrained`: an open_clip tag or a weights file."""
+    record = {"name": model_name, "pretrained": pretrained or "", "pretrained_sha256": None}
+    if pretrained and ("/" in pretrained or pretrained.endswith((".safetensors", ".pt", ".pth", ".bin"))):
+        local = fsspec.open_local(f"simplecache::{pretrained}") if "://" in pretrained else pretrained
+        if not os.path.exists(local):
+            raise SourceError(f"{pretrained}: weights file not found")
+        record["pretrained_sha256"] = file_sha256(local)
+        pretrained = local
+    return record, pretrained or None
+
+
+def load_clip(model_name: str, pretrained: str | None, device: torch.device):
+    """(model in eval mode on `device`, eval preprocess, tokenizer)."""
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+    return model.eval().to(device), preprocess, open_clip.get_tokenizer(model_name)
+
+
+class ShardBatches(IterableDataset):
+    """Yields preprocessed batches of whole input shards; every shard ends with one batch marked `last`."""
+
+    def __init__(self, shards: list[InputShard], preprocess, tokenizer, batch_size: int,
+                 image_column: str = "image", caption_column: str = "caption"):
+        self.shards, self.preprocess, self.tokenizer = shards, preprocess, tokenizer
+        self.batch_size, self.columns = batch_size, (image_column, caption_column)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for i in range(worker, len(self.shards), workers):
+            yield from self._shard(i)
+
+    def _batch(self, i, images, texts, meta, last, skipped=None):
+        return {"shard": i, "last": last, "error": None, "meta": meta, "skipped": dict(skipped or {}),
+                "images": torch.stack(images) if images else None,
+                "tokens": self.tokenizer(texts) if texts else None}
+
+    def _shard(self, i: int):
+        shard = self.shards[i]
+        skipped, images, texts, meta = Counter(), [], [], []
+        try:
+            for s in read_samples(shard, *self.columns):
+                caption = (s["caption"] or "").strip()
+                reason = "missing_image" if s["image"] is None else "empty_caption" if not caption else None
+                if reason is None:
+                    try:
+                        with Image.open(io.BytesIO(s["image"])) as img:
+                            x = self.preprocess(img.convert("RGB"))
+                    except Exception as e:  # any decoder failure: the sample is skipped, never fatal
+                        reason = "corrupt_image"
+                        log.warning("%s: sample %s skipped: corrupt image (%s)", shard.uri, s["key"], e)
+                else:
+                    log.warning("%s: sample %s skipped: %s", shard.uri, s["key"], reason.replace("_", " "))
+                if reason:
+                    skipped[reason] += 1
+                    continue
+                images.append(x)
+                texts.append(caption)
+                meta.append({k: v for k, v in s.items() if k != "image"} | {"caption": caption,
+                                                                            "source": shard.uri})
+                if len(images) == self.batch_size:
+                    yield self._batch(i, images, texts, meta, last=False)
+                    images, texts, meta = [], [], []
+        except SourceError as e:
+            yield {"shard": i, "last": True, "error": str(e)}
+            return
+        yield self._batch(i, images, texts, meta, last=True, skipped=skipped)
+
+
+def distributed_rank() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def pick_device(device: str | None, local_rank: int) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(device)
+
+
+def embed_shards(shards: list[InputShard], out: str, model_name: str, pretrained: str | None,
+                 batch_size: int = 256, workers: int = 4, device: str | None = None,
+                 skip_bad_shards: bool = False, image_column: str = "image", caption_column: str = "caption",
+                 ) -> None:
+    """Embed `shards` (this rank's pending ones) into the store at `out`."""
+    if not shards:
+        return
+    _, _, local_rank = distributed_rank()
+    dev = pick_device(device, local_rank)
+    model, preprocess, tokenizer = load_clip(model_name, pretrained, dev)
+    dim = model.visual.output_dim
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) \
+        if dev.type == "cuda" else nullcontext()
+    print(f"react-index embed: {model_name} on {dev}{' with AMP' if dev.type == 'cuda' else ''}, "
+          f"{len(shards)} shard(s), {min(workers, len(shards))} decoding worker(s)")
+    dataset = ShardBatches(shards, preprocess, tokenizer, batch_size, image_column, caption_column)
+    n_workers = min(workers, len(shards))
+    loader = DataLoader(dataset, batch_size=None, num_workers=n_workers, pin_memory=dev.type == "cuda",
+                        prefetch_factor=4 if n_workers else None)
+    pending: dict[int, dict] = {}
+    bar = tqdm(desc="embed", unit="img", dynamic_ncols=True)
+    with torch.inference_mode():
+        for item in loader:
+            shard = shards[item["shard"]]
+            if item["error"]:
+                if not skip_bad_shards:
+                    raise SourceError(f"{item['error']}; rerun with --skip-bad-shards to skip it "
+                                      "(it is recorded in the store manifest)")
+                log.warning("%s; skipped (--skip-bad-shards)", item["error"])
+                empty = np.zeros((0, dim), np.float32)
+                write_shard(out, shard.name, shard.uri, {"image": empty, "text": empty}, metadata_table([]),
+                            {"unreadable_shard": 1})
+                continue
+            acc = pending.setdefault(item["shard"], {"image": [], "text": [], "meta": []})
+            if item["meta"]:
+                with amp:
+                    image = model.encode_image(item["images"].to(dev, non_blocking=True))
+                    text = model.encode_text(item["tokens"].to(dev, non_blocking=True))
+                acc["image"].append(image.float().cpu().numpy())
+                acc["text"].append(text.float().cpu().numpy())
+                acc["meta"] += item["meta"]
+                bar.update(len(item["meta"]))
+            if item["last"]:
+                embeddings = {m: np.concatenate(acc[m]) if acc[m] else np.zeros((0, dim), np.float32)
+                              for m in ("image", "text")}
+                write_shard(out, shard.name, shard.uri, embeddings, metadata_table(acc["meta"]), item["skipped"])
+                del pending[item["shard"]]
+    bar.close()
+
+
+def barrier_if_distributed() -> None:
+    """Wait for every torchrun rank (gloo works for CPU and GPU runs alike)."""
+    _, world, _ = distributed_rank()
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        dist.barrier()

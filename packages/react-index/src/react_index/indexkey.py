@@ -1,0 +1,108 @@
+"""Choosing a faiss index under a memory budget, following the faiss guidelines.
+
+    n < 1k            Flat                                  exact
+    n < 10k           HNSW32                                if it fits, else the IVF rules
+    if it fits        IVF{K},Flat   K ≈ 4·√n (4–16·√n)      vectors kept uncompressed
+    otherwise         OPQ{m}_{4m},IVF{K}_HNSW32,PQ{m}x8     K = 2^16 (< 10M), 2^17 (< 100M), 2^18 (< 300M), 2^20
+                      with the largest m that fits the budget
+K never exceeds n / 39 (faiss wants ≥ 39 training points per centroid).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+HNSW_M = 32
+PQ_CHOICES = (64, 48, 32, 24, 16, 8)
+MIN_POINTS_PER_CENTROID = 39
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_memory(text: str | int) -> int:
+    """'4G', '512M', '1.5GB', 4294967296 -> bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)B?\s*", str(text).upper())
+    if not m:
+        raise ValueError(f"cannot read memory size {text!r}; write it like 4G, 512M or 1.5GB")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _pow2(x: float) -> int:
+    return 2 ** max(0, round(math.log2(max(x, 1))))
+
+
+def ivf_lists(n: int, compressed: bool) -> int:
+    """Number of inverted lists for n vectors: ≈ 4·√n for uncompressed lists, the PQ-scale rule otherwise."""
+    if not compressed:
+        k = _pow2(4 * math.sqrt(n))
+    elif n < 10_000_000:
+        k = 2**16
+    elif n < 100_000_000:
+        k = 2**17
+    elif n < 300_000_000:
+        k = 2**18
+    else:
+        k = 2**20
+    cap = 2 ** int(math.log2(max(n // MIN_POINTS_PER_CENTROID, 1)))
+    return max(1, min(k, cap))
+
+
+def quantizer(k: int) -> str:
+    return f"IVF{k}_HNSW{HNSW_M}" if k >= 2**14 else f"IVF{k}"
+
+
+def estimate_memory(key: str, n: int, d: int) -> int:
+    """Approximate bytes the index needs in RAM when searched (codes, ids, quantizer, graph)."""
+    total = 0
+    ivf = re.search(r"IVF(\d+)(_HNSW(\d+))?", key)
+    k = int(ivf.group(1)) if ivf else 0
+    if ivf:
+        total += k * d * 4 + (k * ivf_graph_bytes(int(ivf.group(3))) if ivf.group(3) else 0) + n * 8  # ids
+    opq = re.search(r"OPQ(\d+)_(\d+)", key)
+    if opq:
+        total += d * int(opq.group(2)) * 4
+    pq = re.search(r"PQ(\d+)x(\d+)", key)
+    if pq:
+        total += n * int(pq.group(1)) * int(pq.group(2)) // 8
+    elif key.startswith("HNSW"):
+        total += n * (d * 4 + ivf_graph_bytes(int(key[4:].split(",")[0] or HNSW_M)))
+    elif key.endswith("Flat"):
+        total += n * d * 4
+    return total
+
+
+def ivf_graph_bytes(m: int) -> int:
+    return 2 * m * 4 + 16  # HNSW level-0 links (2M) as int32, plus per-node bookkeeping
+
+
+def choose_index_key(n: int, d: int, max_memory: int) -> str:
+    """The index the guidelines recommend for n vectors of width d within `max_memory` bytes."""
+    budget = int(max_memory * 0.8)  # leave room for training data, add buffers and the process itself
+    if n < 1_000:
+        return "Flat"
+    if n < 10_000 and estimate_memory(f"HNSW{HNSW_M}", n, d) <= budget:
+        return f"HNSW{HNSW_M}"
+    flat = f"{quantizer(ivf_lists(n, compressed=False))},Flat"
+    if estimate_memory(flat, n, d) <= budget:
+        return flat
+    k = ivf_lists(n, compressed=True)
+    for m in PQ_CHOICES:
+        dout = min(4 * m, d - d % m)
+        key = f"OPQ{m}_{dout},{quantizer(k)},PQ{m}x8"
+        if estimate_memory(key, n, d) <= budget:
+            return key
+    raise ValueError(f"no index fits {max_memory / 2**30:.2f} GiB for {n:,} vectors of width {d}: "
+                     f"even OPQ8 + PQ8 needs {estimate_memory(key, n, d) / 2**30:.2f} GiB; "
+                     "raise --max-memory or build with --shards and on-disk lists")
+
+
+def training_size(key: str, n: int, d: int, max_memory: int) -> int:
+    """How many vectors to train on: 40 per centroid (guidelines: 30–256), and PQ needs ≥ 65,536."""
+    ivf = re.search(r"IVF(\d+)", key)
+    want = 40 * int(ivf.group(1)) if ivf else 0
+    if "PQ" in key:
+        want = max(want, 65_536)
+    fits = max(1, int(max_memory * 0.25) // (d * 4))  # the training sample takes at most a quarter of the budget
+    return min(n, want, fits) if want else 0

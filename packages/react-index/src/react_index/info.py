@@ -1,0 +1,44 @@
+"""`react-index info`: a manifest in human form (store, index, or retrieval set)."""
+
+from __future__ import annotations
+
+from ._manifests import RETRIEVAL, read_json, retrieval_paths
+from .manifest import INDEX, STORE, read_manifest, read_retrieval_manifest
+
+
+def _model(m: dict) -> str:
+    return f"{m['name']} / {m['pretrained'] or 'random init'}"
+
+
+def describe(path: str) -> str:
+    path = path.rstrip("/")
+    if path.endswith((".parquet", ".parquet.json")):
+        doc = read_retrieval_manifest(path)
+    else:
+        uri = path if path.endswith(".json") else path + "/manifest.json"
+        kind = read_json(uri).get("kind")
+        doc = read_retrieval_manifest(retrieval_paths(uri)[0]) if kind == RETRIEVAL else \
+            read_manifest(uri, kind if kind in (STORE, INDEX) else STORE)
+    lines = [f"{doc['kind']} v{doc['version']}  {doc['id']}",
+             f"  written {doc['created']} by {doc['producer']['name']} {doc['producer']['version']}"]
+    if doc["kind"] == STORE:
+        lines += [f"  model      {_model(doc['model'])}, dim {doc['dim']}, {doc['dtype']}",
+                  f"  samples    {doc['counts']['samples']:,} in {len(doc['shards'])} shard(s); "
+                  f"modalities {', '.join(doc['modalities'])}",
+                  f"  skipped    {doc['counts']['skipped'] or 'none'}",
+                  f"  inputs     {len(doc['inputs'])}: {', '.join(doc['inputs'][:3])}"
+                  + (" …" if len(doc["inputs"]) > 3 else "")]
+    elif doc["kind"] == INDEX:
+        lines.append(f"  model      {_model(doc['model'])}, dim {doc['dim']}, metric {doc['metric']}")
+        for modality, e in doc["indexes"].items():
+            m = e["measured"]
+            lines.append(f"  {modality:<10} {e['index_key']}, {e['ntotal']:,} vectors, "
+                         f"params {e['search_params'] or '-'}; recall@{m['k']} {m['recall']:.3f} "
+                         f"at {m['qps']:,.0f} QPS ({m['queries']} queries)")
+    else:
+        counts = doc["counts_per_class"]
+        lines += [f"  model      {_model(doc['model'])}; mode {doc['mode']}, k {doc['k']}",
+                  f"  rows       {doc['rows']:,} over {len(doc['classes'])} classes, {doc['unique_samples']:,} unique",
+                  f"  per class  min {min(counts, default=0)}, max {max(counts, default=0)}"]
+    lines += [f"  made from  {e['kind']} {e['id'][:19]}… at {e['uri']}" for e in doc["lineage"]]
+    return "\n".join(lines)

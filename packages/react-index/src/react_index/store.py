@@ -1,0 +1,176 @@
+"""The embedding store: one output shard per input shard, in the clip-retrieval / LAION layout.
+
+    STORE/img_emb/img_emb_{name}.npy     float16, L2-normalised, one row per kept sample
+    STORE/text_emb/text_emb_{name}.npy
+    STORE/metadata/metadata_{name}.parquet
+    STORE/shards/{name}.json             written last: the shard is complete (resume marker)
+    STORE/manifest.json                  react.embedding-store, written when every shard is done
+
+Row i of the store is row i of the shards concatenated in manifest order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from ._manifests import write_bytes_atomic
+from .manifest import STORE, read_manifest, write_manifest
+
+MODALITY_DIRS = {"image": ("img_emb", "img_emb"), "text": ("text_emb", "text_emb")}
+
+METADATA_SCHEMA = pa.schema([
+    ("key", pa.string()), ("caption", pa.string()), ("source", pa.string()), ("source_row", pa.int64()),
+    ("image_uri", pa.string()), ("image_offset", pa.int64()), ("image_length", pa.int64()),
+    ("url", pa.string()), ("json", pa.string()),
+])
+
+
+def _join(root: str, rel: str) -> str:
+    return root.rstrip("/") + "/" + rel
+
+
+def emb_path(modality: str, name: str) -> str:
+    folder, prefix = MODALITY_DIRS[modality]
+    return f"{folder}/{prefix}_{name}.npy"
+
+
+def marker_path(name: str) -> str:
+    return f"shards/{name}.json"
+
+
+def shard_done(store: str, name: str) -> bool:
+    """True when the shard was written; a shard recorded as unreadable is retried on the next run."""
+    fs, path = fsspec.core.url_to_fs(_join(store, marker_path(name)))
+    return fs.exists(path) and "unreadable_shard" not in read_marker(store, name)["skipped"]
+
+
+def normalize_float16(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float16)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def metadata_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist([{k: r.get(k) for k in METADATA_SCHEMA.names} for r in rows], METADATA_SCHEMA)
+
+
+def write_shard(store: str, name: str, source: str, embeddings: dict[str, np.ndarray], metadata: pa.Table,
+                skipped: dict[str, int]) -> dict:
+    """Write one shard's files (each atomically), then its marker; returns the marker (a manifest shard entry)."""
+    n = metadata.num_rows
+    entry = {"name": name, "source": source, "samples": n, "metadata": f"metadata/metadata_{name}.parquet",
+             "skipped": dict(sorted(skipped.items())), "dim": 0}
+    for modality, array in embeddings.items():
+        entry["dim"] = int(array.shape[1]) if array.ndim == 2 else 0
+        if len(array) != n:
+            raise ValueError(f"shard {name}: {len(array)} {modality} embeddings for {n} metadata rows")
+        entry[f"{MODALITY_DIRS[modality][0]}"] = emb_path(modality, name)
+        write_bytes_atomic(_join(store, emb_path(modality, name)), _npy_bytes(normalize_float16(array)))
+    buf = io.BytesIO()
+    pq.write_table(metadata, buf)
+    write_bytes_atomic(_join(store, entry["metadata"]), buf.getvalue())
+    write_bytes_atomic(_join(store, marker_path(name)), json.dumps(entry).encode())
+    return entry
+
+
+def read_marker(store: str, name: str) -> dict:
+    with fsspec.open(_join(store, marker_path(name)), "rb") as f:
+        return json.loads(f.read())
+
+
+def finalize(store: str, names: list[str], model: dict, inputs: list[str], lineage=()) -> dict:
+    """Write the store manifest from the shard markers, in input order."""
+    shards = [read_marker(store, n) for n in names]
+    modalities = [m for m, (folder, _) in MODALITY_DIRS.items() if shards and all(folder in s for s in shards)]
+    dims = {s["dim"] for s in shards if s["samples"]}
+    if len(dims) > 1:
+        raise ValueError(f"{store}: shards disagree on the embedding width: {sorted(dims)}")
+    skipped = {}
+    for s in shards:
+        for reason, count in s["skipped"].items():
+            skipped[reason] = skipped.get(reason, 0) + count
+    body = {"model": model, "dim": dims.pop() if dims else 0, "dtype": "float16", "normalized": True,
+            "modalities": modalities, "shards": shards,
+            "counts": {"samples": sum(s["samples"] for s in shards), "skipped": dict(sorted(skipped.items()))},
+            "inputs": list(inputs)}
+    return write_manifest(_join(store, "manifest.json"), STORE, body, lineage)
+
+
+@dataclass
+class Store:
+    """An opened embedding store: vectors memory-mapped shard by shard."""
+
+    uri: str
+    manifest: dict
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n(self) -> int:
+        return self.manifest["counts"]["samples"]
+
+    @property
+    def dim(self) -> int:
+        return self.manifest["dim"]
+
+    def offsets(self) -> np.ndarray:
+        """Row offset of each shard (and the total at the end)."""
+        return np.concatenate([[0], np.cumsum([s["samples"] for s in self.manifest["shards"]])]).astype(np.int64)
+
+    def shard_vectors(self, modality: str, i: int) -> np.ndarray:
+        key = (modality, i)
+        if key not in self._cache:
+            shard = self.manifest["shards"][i]
+            rel = shard.get(MODALITY_DIRS[modality][0])
+            if rel is None:
+                raise ValueError(f"{self.uri}: the store holds no {modality} embeddings")
+            uri = _join(self.uri, rel)
+            fs, path = fsspec.core.url_to_fs(uri)
+            if isinstance(fs, LocalFileSystem):
+                self._cache[key] = np.load(path, mmap_mode="r", allow_pickle=False)
+            else:
+                with fs.open(path, "rb") as f:
+                    self._cache[key] = np.load(io.BytesIO(f.read()), allow_pickle=False)
+        return self._cache[key]
+
+    def iter_chunks(self, modality: str, chunk_rows: int = 65536):
+        """(first row, float32 chunk) over the whole store, in row order."""
+        start = 0
+        for i in range(len(self.manifest["shards"])):
+            vectors = self.shard_vectors(modality, i)
+            for lo in range(0, len(vectors), chunk_rows):
+                chunk = np.asarray(vectors[lo:lo + chunk_rows], dtype=np.float32)
+                yield start + lo, chunk
+            start += len(vectors)
+
+    def rows(self, modality: str, ids: np.ndarray) -> np.ndarray:
+        """float32 vectors of arbitrary rows (any order)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        offsets = self.offsets()
+        shard_of = np.searchsorted(offsets, ids, side="right") - 1
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for i in np.unique(shard_of):
+            sel = shard_of == i
+            out[sel] = self.shard_vectors(modality, int(i))[ids[sel] - offsets[i]]
+        return out
+
+    def metadata(self, i: int, columns=None) -> pa.Table:
+        with fsspec.open(_join(self.uri, self.manifest["shards"][i]["metadata"]), "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+
+def open_store(uri: str) -> Store:
+    return Store(uri.rstrip("/"), read_manifest(_join(uri, "manifest.json"), STORE))
