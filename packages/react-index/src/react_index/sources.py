@@ -145,7 +145,9 @@ def _url_from_json(text: str | None) -> str | None:
 
 def _tar_samples(shard: InputShard, *_columns) -> Iterator[dict]:
     """Stream a tar; members of one sample share a key (the path up to the first dot of the basename)."""
-    with fsspec.open(shard.uri, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+    fs, path = fsspec.core.url_to_fs(shard.uri)
+    size = fs.size(path)
+    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
         sample = None
         for member in tar:
             if not member.isfile():
@@ -165,6 +167,9 @@ def _tar_samples(shard: InputShard, *_columns) -> Iterator[dict]:
                 sample["caption"] = data.decode("utf-8", "replace")
             elif ext == "json":
                 sample["json"] = data.decode("utf-8", "replace")
+        if tar.offset + 2 * tarfile.BLOCKSIZE > size:
+            # tarfile takes a header cut short for the end of the archive; a whole tar ends in zero blocks
+            raise tarfile.ReadError(f"truncated: the archive ends at byte {size} without its end-of-archive blocks")
         if sample is not None:
             yield _finish(sample)
 

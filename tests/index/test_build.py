@@ -1,0 +1,116 @@
+import json
+import shutil
+
+import faiss
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from react_index.build import build_index
+from react_index.cli import main
+from react_index.indexkey import choose_index_key, estimate_memory, parse_memory
+from react_index.manifest import INDEX, read_manifest
+from react_index.store import open_store
+
+GIB = 2**30
+
+
+def test_index_choice_follows_the_guidelines_and_the_budget():
+    assert choose_index_key(500, 512, 4 * GIB) == "Flat"
+    assert choose_index_key(5_000, 512, 4 * GIB) == "HNSW32"
+    assert choose_index_key(100_000, 512, 4 * GIB) == "IVF1024,Flat"
+    assert choose_index_key(1_000_000, 512, 4 * GIB) == "IVF4096,Flat"
+    assert choose_index_key(1_000_000, 512, 1 * GIB) == "OPQ64_256,IVF16384_HNSW32,PQ64x8"
+    key = choose_index_key(100_000_000, 512, 4 * GIB)
+    assert key.startswith("OPQ") and "IVF262144_HNSW32" in key and estimate_memory(key, 10**8, 512) <= 0.8 * 4 * GIB
+    with pytest.raises(ValueError, match="no index fits 4.00 GiB for 400,000,000 vectors"):
+        choose_index_key(400_000_000, 512, 4 * GIB)
+    assert parse_memory("4G") == 4 * GIB and parse_memory("512m") == 512 * 2**20 and parse_memory("1.5GB") == 1.5 * GIB
+    with pytest.raises(ValueError, match="cannot read memory size"):
+        parse_memory("lots")
+
+
+def _independent_recall(index_dir, store_dir, modality):
+    """Re-measure a manifest's recall with plain faiss + numpy, from the saved query ids."""
+    entry = read_manifest(str(index_dir / "manifest.json"), INDEX)["indexes"][modality]
+    measured = entry["measured"]
+    index = faiss.read_index(str(index_dir / entry["file"]))
+    for name, value in entry["search_params"].items():
+        faiss.ParameterSpace().set_index_parameter(index, name, value)
+    store = open_store(str(store_dir))
+    base = np.concatenate([c for _, c in store.iter_chunks(modality)])
+    ids = np.load(index_dir / measured["query_ids"])
+    queries = np.concatenate([c for _, c in store.iter_chunks(measured["query_modality"])])[ids]
+    k = measured["k"]
+    exact = queries @ base.T
+    if measured["excludes_self"]:
+        exact[np.arange(len(ids)), ids] = -np.inf
+    kth = -np.sort(-exact, axis=1)[:, k - 1]
+    _, found = index.search(queries, k + 1)
+    if measured["excludes_self"]:
+        found = np.stack([row[row != i][:k] for row, i in zip(found, ids, strict=True)])
+    found = found[:, :k]
+    hits = np.take_along_axis(exact, found, axis=1) >= kth[:, None] - 1e-5
+    return hits.mean(), entry
+
+
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_built_index_loads_in_plain_faiss_and_its_recall_figure_reproduces(store_20k, tmp_path_factory, modality):
+    store_dir, _, _ = store_20k
+    out = tmp_path_factory.mktemp("idx")
+    manifest = build_index(str(store_dir), str(out), max_memory="4G", target_recall=0.95, queries=300)
+    assert manifest["lineage"][0]["kind"] == "react.embedding-store"
+    recall, entry = _independent_recall(out, store_dir, modality)
+    assert entry["index_key"] == "IVF512,Flat" and entry["ntotal"] == 20_000
+    assert entry["measured"]["recall"] >= 0.95 and entry["search_params"]["nprobe"] < 512
+    assert recall == pytest.approx(entry["measured"]["recall"], abs=1e-6)
+    assert entry["measured"]["query_modality"] == "text" and entry["measured"]["excludes_self"] == (modality == "text")
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_sharded_on_disk_build_gives_the_same_neighbours_as_unsharded(store_20k, tmp_path):
+    store_dir, image, _ = store_20k
+    kwargs = {"index_key": "IVF64,Flat", "queries": 100, "modalities": ["image"]}
+    build_index(str(store_dir), str(tmp_path / "one"), **kwargs)
+    build_index(str(store_dir), str(tmp_path / "three"), shards=3, **kwargs)
+    manifest = json.loads((tmp_path / "three" / "manifest.json").read_text())
+    assert manifest["indexes"]["image"]["on_disk"] and (tmp_path / "three" / "image.ivfdata").exists()
+    assert sorted(p.name for p in (tmp_path / "three").iterdir() if "shard" in p.name or "trained" in p.name) == []
+    shutil.move(tmp_path / "three", tmp_path / "moved")  # the folder is relocatable
+    one = faiss.read_index(str(tmp_path / "one" / "image.index"))
+    three = faiss.read_index(str(tmp_path / "moved" / "image.index"), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    queries = image[:200].astype(np.float32)
+    for index in (one, three):
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", 8)
+    d1, i1 = one.search(queries, 10)
+    d3, i3 = three.search(queries, 10)
+    assert three.ntotal == one.ntotal == 20_000
+    assert np.array_equal(i1, i3) and np.allclose(d1, d3)
+    with pytest.raises(ValueError, match="--shards needs an IVF index"):
+        build_index(str(store_dir), str(tmp_path / "bad"), index_key="HNSW16", shards=2, modalities=["image"])
+
+
+def test_hnsw_is_tuned_with_efsearch_and_an_unreachable_target_takes_the_best(store_20k, tmp_path, capsys):
+    store_dir, _, _ = store_20k
+    hnsw = build_index(str(store_dir), str(tmp_path / "h"), index_key="HNSW16", queries=100, modalities=["text"])
+    entry = hnsw["indexes"]["text"]
+    assert set(entry["search_params"]) == {"efSearch"} and entry["measured"]["recall"] >= 0.95
+    pq = build_index(str(store_dir), str(tmp_path / "pq"), index_key="IVF16,PQ4x4", target_recall=0.999, queries=100,
+                     modalities=["image"])
+    entry = pq["indexes"]["image"]
+    assert entry["measured"]["recall"] < 0.999 and entry["search_params"]["nprobe"] <= 16
+    assert "below the target 0.999" in capsys.readouterr().out
+
+
+def test_cli_build_and_info_on_a_store(store_20k, tmp_path):
+    store_dir, _, _ = store_20k
+    runner = CliRunner()
+    out = runner.invoke(main, ["build", str(store_dir), "--out", str(tmp_path / "idx"), "--max-memory", "1G",
+                               "--queries", "100", "--modality", "image"])
+    assert out.exit_code == 0, out.output
+    assert f"index -> {tmp_path / 'idx'}" in out.output
+    info = runner.invoke(main, ["info", str(tmp_path / "idx")])
+    assert info.exit_code == 0 and "IVF512,Flat, 20,000 vectors" in info.output and "recall@10" in info.output
+    info = runner.invoke(main, ["info", str(store_dir)])
+    assert "samples    20,000 in 4 shard(s); modalities image, text" in info.output
+    bad = runner.invoke(main, ["build", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "nothing: no such file or folder" in bad.output
