@@ -1,6 +1,7 @@
 """Embedding stores for tests, made torch-free from clustered vectors (benchmarks/clustered.py)."""
 
 from clustered import clustered, write_clip_retrieval_layout
+
 from react_index.precomputed import ingest_precomputed
 
 MODEL = {"name": "ViT-B-32", "pretrained": "laion400m_e32", "pretrained_sha256": None}

@@ -88,6 +88,7 @@ def test_every_cli_answers_help_and_version(package):
 
 def test_docs_examples_validate_for_every_kind():
     from manifest_cases import doc_examples
+
     from react_index import _manifests
 
     examples = doc_examples()

@@ -1,6 +1,7 @@
 import json
 
 from manifest_cases import check_round_trip_and_rejections, example_body
+
 from react_eval import manifest as m
 
 CLIP_BENCHMARK_FIELDS = ("dataset", "model", "pretrained", "task", "metrics", "language")

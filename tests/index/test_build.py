@@ -5,6 +5,7 @@ import faiss
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from react_index.build import build_index
 from react_index.cli import main
 from react_index.indexkey import choose_index_key, estimate_memory, parse_memory

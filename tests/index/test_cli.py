@@ -2,8 +2,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import react_index
 from click.testing import CliRunner
+
+import react_index
 from react_index.cli import main
 
 

@@ -3,6 +3,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 from manifest_cases import check_retrieval_reader, check_round_trip_and_rejections, example_body, retrieval_rows
+
 from react_index import manifest as m
 
 

@@ -2,10 +2,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from clustered import clustered, write_clip_retrieval_layout
+from stores import MODEL
+
 from react_index.precomputed import ingest_precomputed
 from react_index.sources import SourceError
 from react_index.store import open_store
-from stores import MODEL
 
 
 def test_ingest_keeps_vectors_and_maps_metadata(tmp_path):

@@ -4,6 +4,7 @@ import tarfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from react_index.sources import SourceError, discover, expand_braces, expand_inputs, read_samples
 
 

@@ -1,4 +1,5 @@
 import pytest
+
 from toyworld.models import CONFIG_DIR, TINY, register_configs, save_random_init
 
 

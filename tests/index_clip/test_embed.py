@@ -11,13 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 import react_index.clip_embed
 from react_index.embed import embed
 from react_index.sources import SourceError
 from react_index.store import open_store
-from toyworld.models import TINY
-
 from toyworld import World, write_corpus
+from toyworld.models import TINY
 
 CLI = [sys.executable, "-m", "react_index.cli"]
 

@@ -2,6 +2,7 @@ import open_clip
 import pytest
 import torch
 from safetensors import safe_open
+
 from toyworld.models import TINY, load_from_file, register_configs, save_random_init
 
 

@@ -1,4 +1,5 @@
 from manifest_cases import check_retrieval_reader, check_round_trip_and_rejections
+
 from react_tune import manifest as m
 
 
