@@ -4,6 +4,9 @@
     python3 -m nox -s tests    everything CI runs (also runs tests_index: react-index alone, no torch)
 """
 
+import os
+import shutil
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -20,6 +23,17 @@ TEST_TOOLS = ["pytest>=8", "pytest-xdist>=3"]
 PYTEST = ["pytest", "-q", "-ra", "-p", "no:cacheprovider"]
 
 
+def _ensure_chromium(session):
+    """The inspect/report tests render pages in Debian's headless Chromium."""
+    if shutil.which("chromium"):
+        return
+    if os.geteuid() != 0:
+        session.error("the tests need Debian's chromium: sudo apt-get install chromium")
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run("apt-get", "install", "-y", "-qq", "chromium", external=True,
+                env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
 def _install_all(session):
     session.install(*TORCH, f"{INDEX}[clip]", TUNE, f"{EVAL}[detection]", f"{TOYWORLD}[models]", *TEST_TOOLS)
 
@@ -28,6 +42,7 @@ def _install_all(session):
 def tests(session):
     """All tests, in one environment with every package; then react-index alone (tests_index) and lint."""
     _install_all(session)
+    _ensure_chromium(session)
     session.run(*PYTEST, "-n", "2", "tests", *session.posargs)
     session.notify("tests_index")
     session.notify("lint")
@@ -37,6 +52,7 @@ def tests(session):
 def tests_index(session):
     """react-index alone in a fresh venv: its tests pass and torch is not importable."""
     session.install(INDEX, TOYWORLD, *TEST_TOOLS)
+    _ensure_chromium(session)
     no_torch = ("import importlib.util, sys; sys.exit("
                 "'torch is importable in the react-index-only venv' if importlib.util.find_spec('torch') else 0)")
     session.run("python", "-c", no_torch)
@@ -70,7 +86,11 @@ def demo(session):
 
 @nox.session
 def bench(session):
-    """Speed benchmarks, side by side with peer tools; results in bench-out/ and docs/benchmarks.md."""
+    """Speed benchmarks, side by side with peer tools (docs/benchmarks.md); results in bench-out/results.json.
+
+    `nox -s bench -- p1_build` runs one; REACT_BENCH_N=quick runs small sizes. Peer tools get their own
+    venvs under bench-out/venvs/, created on first use.
+    """
     _install_all(session)
     session.run("python", "benchmarks/run.py", *session.posargs)
 

@@ -1,4 +1,7 @@
-"""Copy vendor/manifests.py into each package as `_manifests.py` (run by `nox -s vendor`).
+"""Copy the shared pieces in vendor/ into the packages that use them (run by `nox -s vendor`).
+
+- manifests.py → `_manifests.py` in every package (the manifest contract);
+- domains.json → `domains.json` in react-index (built-in class names and templates).
 
 `--check` exits non-zero when a copy differs from what this script would write.
 """
@@ -7,24 +10,26 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "vendor" / "manifests.py"
 HEADER = "# Vendored from vendor/manifests.py by `nox -s vendor`. Do not edit this copy; edit the source.\n"
-TARGETS = [ROOT / f"packages/react-{name}/src/react_{name}/_manifests.py" for name in ("index", "tune", "eval")]
 
 
-def expected() -> str:
-    return HEADER + SOURCE.read_text()
+def _pkg(name: str) -> Path:
+    return ROOT / f"packages/react-{name}/src/react_{name}"
+
+
+COPIES = [(ROOT / "vendor" / "manifests.py", _pkg(n) / "_manifests.py", HEADER) for n in ("index", "tune", "eval")]
+COPIES += [(ROOT / "vendor" / "domains.json", _pkg("index") / "domains.json", "")]
 
 
 def main(argv=sys.argv[1:]) -> int:
-    stale = [t for t in TARGETS if not t.exists() or t.read_text() != expected()]
+    stale = [(src, dst, head) for src, dst, head in COPIES if not dst.exists() or dst.read_text() != head + src.read_text()]
     if "--check" in argv:
-        for t in stale:
-            print(f"{t.relative_to(ROOT)} differs from vendor/manifests.py; run `nox -s vendor`")
+        for src, dst, _ in stale:
+            print(f"{dst.relative_to(ROOT)} differs from {src.relative_to(ROOT)}; run `nox -s vendor`")
         return 1 if stale else 0
-    for t in stale:
-        t.write_text(expected())
-        print(f"wrote {t.relative_to(ROOT)}")
+    for src, dst, head in stale:
+        dst.write_text(head + src.read_text())
+        print(f"wrote {dst.relative_to(ROOT)}")
     return 0
 
 

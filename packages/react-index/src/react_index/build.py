@@ -102,7 +102,7 @@ def recall_at_k(store: Store, modality: str, queries: np.ndarray, found: np.ndar
 def exact_neighbours(store: Store, modality: str, queries: np.ndarray, k: int,
                      exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k (scores, ids) over the whole store, block by block (never all in RAM)."""
-    chunks = (chunk for _, chunk in store.iter_chunks(modality, 262_144))
+    chunks = (chunk for _, chunk in store.iter_chunks(modality, 32_768))
     extra = 0 if exclude is None else 1
     scores, ids = knn_ground_truth(queries, chunks, k + extra, metric_type=faiss.METRIC_INNER_PRODUCT)
     if exclude is None:
@@ -213,7 +213,7 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
     if not index.is_trained:
         print(f"  {modality}: training {key} on {n_train:,} of {n:,} vectors")
         _train(index, store, modality, n_train, rng)
-    chunk_rows = max(1024, min(262_144, max_memory // 8 // (d * 4)))
+    chunk_rows = max(1024, min(65_536, max_memory // 32 // (d * 4)))
     path = f"{folder}/{modality}.index"
     bar = tqdm(total=n, desc=f"  {modality}: add", unit="vec", unit_scale=True, dynamic_ncols=True)
     if n_shards > 1:

@@ -7,6 +7,7 @@ import click
 
 from . import __version__
 from ._manifests import ManifestError
+from .domain import DomainError
 from .sources import SourceError
 
 MODEL_OPTIONS = [
@@ -39,7 +40,7 @@ def friendly_errors(f):
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except (SourceError, ManifestError, ValueError, FileNotFoundError) as e:
+        except (SourceError, ManifestError, DomainError, ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from e
     return wrapper
 
@@ -111,6 +112,77 @@ def build_command(sources, out, store, max_memory, index_key, target_recall, k, 
         store_uri = store or out.rstrip("/") + "/store"
         _embed(sources, store_uri, **options)
     build_index(store_uri, out, max_memory, index_key, target_recall, k, shards, queries, 0, modalities or None)
+
+
+@main.command("query")
+@click.option("--index", "index_dir", required=True, help="Index folder written by `react-index build`.")
+@click.option("--classes", required=True,
+              help="Class names: a txt file (one per line), a json list or {class: [synonyms]}, or a built-in set "
+                   "(imagenet1k, pets, …).")
+@click.option("--templates", default=None,
+              help="Prompt templates: a built-in set (openai_imagenet [default], simple_imagenet, pets, food101, …) "
+                   "or a file (one per line, {} or {c} marks the class).")
+@click.option("--mode", type=click.Choice(["t2i", "t2t", "i2i", "fusion"]), default="t2i", show_default=True)
+@click.option("--k", "k", default=125, show_default=True, help="Neighbours per query (per template, or per class).")
+@click.option("--per", type=click.Choice(["template", "class"]), default="template", show_default=True,
+              help="K per template per class (REACT) or K per class from the prompt-ensemble query.")
+@click.option("--cross-class", type=click.Choice(["keep-all", "best-class"]), default="keep-all", show_default=True,
+              help="A sample found for several classes: keep it in each (REACT), or only in its best class.")
+@click.option("--near-duplicates", type=float, default=None,
+              help="Drop samples whose cosine similarity to a better one of the same class exceeds this (e.g. 0.95).")
+@click.option("--min-score", type=float, default=None, help="Drop rows scoring below this.")
+@click.option("--budget", type=int, default=None, help="Total rows; each class keeps its top BUDGET / classes.")
+@click.option("--query-embeddings", default=None,
+              help="Ready query vectors (.npy, (classes, d) or (classes, templates, d)): no torch needed.")
+@click.option("--examples", default=None, help="i2i / fusion: example images in EXAMPLES/<class name>/*.jpg.")
+@click.option("--model", default=None, help="Text/image encoder [default: the index's model].")
+@click.option("--pretrained", default=None, help="Its weights [default: the index's].")
+@click.option("--model-config", type=click.Path(exists=True), default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", required=True, help="Retrieval set .parquet (its manifest is written beside it as .json).")
+@click.option("--export-urls", default=None, help="Also write url + caption columns here (.parquet, for img2dataset).")
+@friendly_errors
+def query_command(index_dir, classes, templates, mode, k, per, cross_class, near_duplicates, min_score, budget,
+                  query_embeddings, examples, model, pretrained, model_config, device, out, export_urls):
+    """Retrieve the most relevant samples for every class of a target domain."""
+    from .domain import load_classes, load_templates
+    from .query import Selection, retrieve
+
+    if model_config:
+        import open_clip
+
+        open_clip.add_model_config(model_config)
+    selection = Selection(k, per, cross_class, near_duplicates, min_score, budget)
+    chosen = load_templates(templates) if templates or not query_embeddings else []
+    retrieve(index_dir, load_classes(classes), out, chosen, mode, selection, query_embeddings, examples, model,
+             pretrained, None if device == "auto" else device, export_urls)
+
+
+@main.command("materialize")
+@click.argument("retrieval")
+@click.option("--out", required=True, help="Folder for the new shards and the new retrieval set.")
+@click.option("--samples-per-shard", default=1000, show_default=True)
+@click.option("--download", is_flag=True, help="Fetch URL-only rows from their URL.")
+@friendly_errors
+def materialize_command(retrieval, out, samples_per_shard, download):
+    """Copy RETRIEVAL's images into new webdataset shards, with a retrieval set pointing at them."""
+    from .materialize import materialize
+
+    materialize(retrieval, out, samples_per_shard, download)
+
+
+@main.command("inspect")
+@click.argument("retrieval")
+@click.option("--html", "html_out", required=True, help="Where to write the report.")
+@click.option("--per-class", default=12, show_default=True, help="Images shown per class.")
+@click.option("--min-hits", type=int, default=None,
+              help="Flag classes with fewer rows [default: a quarter of the median].")
+@friendly_errors
+def inspect_command(retrieval, html_out, per_class, min_hits):
+    """Write a self-contained HTML gallery of a retrieval set."""
+    from .inspect_html import inspect
+
+    inspect(retrieval, html_out, per_class, min_hits)
 
 
 @main.command("info")

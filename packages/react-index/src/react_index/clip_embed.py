@@ -177,3 +177,33 @@ def barrier_if_distributed() -> None:
         if not dist.is_initialized():
             dist.init_process_group("gloo")
         dist.barrier()
+
+
+class QueryEncoder:
+    """Encodes prompt texts and example images into normalised float32 query vectors."""
+
+    def __init__(self, model_name: str, pretrained: str | None, device: str | None = None, batch_size: int = 256):
+        _, weights = resolve_pretrained(model_name, pretrained)
+        self.device = pick_device(device, 0)
+        self.model, self.preprocess, self.tokenizer = load_clip(model_name, weights, self.device)
+        self.batch_size = batch_size
+
+    def _run(self, items, encode) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for lo in range(0, len(items), self.batch_size):
+                out.append(encode(items[lo:lo + self.batch_size]).float().cpu().numpy())
+        x = np.concatenate(out) if out else np.zeros((0, self.model.visual.output_dim), np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        return self._run(texts, lambda batch: self.model.encode_text(self.tokenizer(batch).to(self.device)))
+
+    def images(self, images: list[bytes]) -> np.ndarray:
+        def encode(batch):
+            tensors = []
+            for data in batch:
+                with Image.open(io.BytesIO(data)) as img:
+                    tensors.append(self.preprocess(img.convert("RGB")))
+            return self.model.encode_image(torch.stack(tensors).to(self.device))
+        return self._run(images, encode)

@@ -147,18 +147,36 @@ class Store:
         return self._cache[key]
 
     def iter_chunks(self, modality: str, chunk_rows: int = 65536):
-        """(first row, float32 chunk) over the whole store, in row order."""
+        """(first row, float32 chunk) over the whole store, in row order.
+
+        Local shards are read chunk by chunk with plain reads rather than through a memory map, so a
+        pass over a store larger than RAM does not leave the whole store resident in this process.
+        """
         start = 0
         for i in range(len(self.manifest["shards"])):
             vectors = self.shard_vectors(modality, i)
             for lo in range(0, len(vectors), chunk_rows):
-                chunk = np.asarray(vectors[lo:lo + chunk_rows], dtype=np.float32)
+                hi = min(len(vectors), lo + chunk_rows)
+                if isinstance(vectors, np.memmap):
+                    raw = np.fromfile(vectors.filename, dtype=vectors.dtype, count=(hi - lo) * vectors.shape[1],
+                                      offset=vectors.offset + lo * vectors.shape[1] * vectors.itemsize)
+                    chunk = raw.reshape(hi - lo, vectors.shape[1]).astype(np.float32)
+                else:
+                    chunk = np.asarray(vectors[lo:hi], dtype=np.float32)
                 yield start + lo, chunk
             start += len(vectors)
 
     def rows(self, modality: str, ids: np.ndarray) -> np.ndarray:
         """float32 vectors of arbitrary rows (any order)."""
         ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) > 50_000:  # many rows: one sequential pass beats random reads, and keeps RSS low
+            out = np.empty((len(ids), self.dim), dtype=np.float32)
+            order = np.argsort(ids, kind="stable")
+            sorted_ids = ids[order]
+            for start, chunk in self.iter_chunks(modality):
+                lo, hi = np.searchsorted(sorted_ids, [start, start + len(chunk)])
+                out[order[lo:hi]] = chunk[sorted_ids[lo:hi] - start]
+            return out
         offsets = self.offsets()
         shard_of = np.searchsorted(offsets, ids, side="right") - 1
         out = np.empty((len(ids), self.dim), dtype=np.float32)

@@ -1,0 +1,109 @@
+"""`react-index inspect`: a self-contained HTML page to eyeball a retrieval set.
+
+Per class: the top images (thumbnails embedded as data URIs), captions and scores, and a score
+histogram; overall: rows per class, duplicates across classes, and classes with too few hits
+flagged. Thumbnails need Pillow (the [clip] extra); without it the original bytes are embedded.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ._manifests import write_bytes_atomic
+from .manifest import read_retrieval_manifest
+from .materialize import image_extension, read_image
+
+MIME = {"jpg": "jpeg", "img": "jpeg"}
+
+
+def thumbnail(data: bytes, size: int = 128) -> str:
+    """A data URI: a JPEG thumbnail when Pillow is installed, else the image as it is."""
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            img = img.convert("RGB")
+            img.thumbnail((size, size))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=80)
+            data, ext = buf.getvalue(), "jpg"
+    except ImportError:
+        ext = image_extension(data)
+    return f"data:image/{MIME.get(ext, ext)};base64,{base64.b64encode(data).decode()}"
+
+
+def histogram_svg(scores: np.ndarray, lo: float, hi: float, bins: int = 20, width: int = 220, height: int = 60) -> str:
+    counts, _ = np.histogram(scores, bins=bins, range=(lo, hi if hi > lo else lo + 1e-6))
+    top = max(int(counts.max()), 1)
+    bar = width / bins
+    rects = "".join(f'<rect x="{i * bar:.1f}" y="{height - height * c / top:.1f}" width="{bar - 1:.1f}" '
+                    f'height="{height * c / top:.1f}"/>' for i, c in enumerate(counts))
+    return (f'<svg class="hist" width="{width}" height="{height + 14}" role="img" aria-label="score histogram">'
+            f'<g fill="#4a7bd0">{rects}</g><text x="0" y="{height + 12}">{lo:.3f}</text>'
+            f'<text x="{width}" y="{height + 12}" text-anchor="end">{hi:.3f}</text></svg>')
+
+
+CSS = """body{font:14px system-ui,sans-serif;margin:24px;color:#222}h2{margin:28px 0 6px}
+.grid{display:flex;flex-wrap:wrap;gap:8px}.cell{width:140px}.cell img{width:128px;height:128px;object-fit:contain;
+background:#eee;display:block}.cap{font-size:11px;color:#555;overflow-wrap:anywhere;max-height:4.2em;overflow:hidden}
+table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}
+.flag{color:#b00;font-weight:600}.bar{background:#4a7bd0;height:10px;display:inline-block}.hist text{font-size:10px}"""
+
+ONLOAD = """<script>window.addEventListener('load',()=>{const ok=[...document.images].filter(
+i=>i.complete&&i.naturalWidth>0).length;document.body.dataset.imagesLoaded=ok;
+document.getElementById('loaded').textContent=ok+' of '+document.images.length+' images rendered';});</script>"""
+
+
+def inspect(retrieval: str, html_out: str, per_class: int = 12, min_hits: int | None = None) -> dict:
+    """Write the report; returns its statistics (rows per class, duplicates, flagged classes)."""
+    doc = read_retrieval_manifest(retrieval)
+    table = pq.read_table(doc["rows_uri"])
+    counts = np.array(doc["counts_per_class"])
+    median = float(np.median(counts)) if len(counts) else 0.0
+    threshold = min_hits if min_hits is not None else max(1, int(0.25 * median))
+    flagged = [c for c, n in zip(doc["classes"], counts, strict=True) if n < threshold]
+    sample_ids = np.asarray(table.column("sample_id"))
+    _, per_sample = np.unique(sample_ids, return_counts=True)
+    shared = int((per_sample > 1).sum())
+    scores = np.asarray(table.column("score"), dtype=np.float64)
+    lo, hi = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 1.0)
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Retrieval set: {e(doc['rows_file'])}</title>"
+             f"<style>{CSS}</style></head><body data-images-loaded='0'>",
+             f"<h1>Retrieval set {e(doc['rows_file'])}</h1><p>{len(doc['classes'])} classes, {doc['rows']:,} rows, "
+             f"{doc['unique_samples']:,} unique samples; mode {e(doc['mode'])}, k {doc['k']}; model "
+             f"{e(doc['model']['name'])}. Duplicates across classes: {shared:,} samples appear in more than one "
+             f"class. <span id='loaded'></span></p>",
+             f"<p>Classes with fewer than {threshold} rows are flagged: "
+             f"<span class='flag'>{e(', '.join(flagged)) or 'none'}</span></p>",
+             "<table><tr><th>class</th><th>rows</th><th></th></tr>"]
+    top = max(int(counts.max()), 1) if len(counts) else 1
+    for c, n in zip(doc["classes"], counts, strict=True):
+        flag = " class='flag'" if c in flagged else ""
+        parts.append(f"<tr><td{flag}>{e(c)}</td><td>{n}</td><td><span class='bar' "
+                     f"style='width:{200 * n / top:.0f}px'></span></td></tr>")
+    parts.append("</table>")
+    for i, c in enumerate(doc["classes"]):
+        rows = table.filter(pc.equal(table.column("class_index"), i))
+        parts.append(f"<h2>{e(c)} <small>({rows.num_rows} rows)</small></h2>")
+        parts.append(histogram_svg(np.asarray(rows.column("score")), lo, hi))
+        parts.append("<div class='grid'>")
+        for r in rows.sort_by("rank").slice(0, per_class).to_pylist():
+            try:
+                src = thumbnail(read_image(r))
+                img = f"<img src='{src}' alt='{e(r['key'] or '')}'>"
+            except Exception as err:  # a missing image is shown, not fatal
+                img = f"<div class='cap flag'>image unavailable: {e(str(err))[:120]}</div>"
+            parts.append(f"<div class='cell'>{img}<div class='cap'>#{r['rank']} · {r['score']:.3f}<br>"
+                         f"{e(r['caption'] or '')}</div></div>")
+        parts.append("</div>")
+    parts.append(ONLOAD + "</body></html>")
+    write_bytes_atomic(html_out, "".join(parts).encode())
+    print(f"report -> {html_out}")
+    return {"counts_per_class": counts.tolist(), "flagged": flagged, "shared_samples": shared}

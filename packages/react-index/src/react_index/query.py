@@ -1,0 +1,341 @@
+"""`react-index query`: a target domain → the most relevant corpus samples per class → a retrieval set.
+
+Modes: `t2i` text prompts against the image index (REACT's default), `t2t` against the text index,
+`i2i` example images against the image index, and `fusion`, which runs t2i and t2t (and i2i when
+examples are given) and merges them by reciprocal-rank fusion: a sample's score in a class is
+Σ over modes of 1 / (60 + its rank in that mode's list for the class).
+
+Selection, per class: K nearest per query (`per="template"`, REACT) or K nearest to the class's
+prompt-ensemble embedding (`per="class"`); a sample found by several queries is kept once with its
+best score and the templates that found it; optional score threshold and near-duplicate removal;
+then across classes either `keep-all` (REACT: a sample may serve several classes) or `best-class`;
+an optional total budget keeps the top `budget // classes` of every class.
+Memory grows with the number of candidates and selected samples, never with the corpus.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import faiss
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+from tqdm import tqdm
+
+from ._manifests import RETRIEVAL_COLUMNS
+from .domain import DomainError, TargetClass, load_templates, prompts
+from .manifest import INDEX, lineage_entry, read_manifest, write_retrieval_manifest
+from .sources import IMAGE_EXTS
+from .store import Store, open_store
+
+MODES = ("t2i", "t2t", "i2i", "fusion")
+MODE_INDEX = {"t2i": "image", "i2i": "image", "t2t": "text"}
+RRF_K = 60
+JOIN_COLUMNS = ["key", "caption", "image_uri", "image_offset", "image_length", "url", "source", "source_row"]
+ROW_SCHEMA = pa.schema([*RETRIEVAL_COLUMNS, pa.field("source", pa.string()), pa.field("source_row", pa.int64())])
+
+
+@dataclass(frozen=True)
+class Selection:
+    k: int = 125
+    per: str = "template"  # "template" (K per template per class, REACT) or "class" (K per class, ensemble query)
+    cross_class: str = "keep-all"  # or "best-class"
+    near_duplicates: float | None = None  # drop a sample whose cosine to a better one in its class exceeds this
+    min_score: float | None = None
+    budget: int | None = None  # total rows; each class keeps its top budget // classes
+
+    def __post_init__(self):
+        if self.per not in ("template", "class"):
+            raise ValueError(f"per must be 'template' or 'class', got {self.per!r}")
+        if self.cross_class not in ("keep-all", "best-class"):
+            raise ValueError(f"cross_class must be 'keep-all' or 'best-class', got {self.cross_class!r}")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+
+
+@dataclass
+class Queries:
+    """Query vectors, the class each belongs to, and a label (template or example name)."""
+
+    classes: np.ndarray
+    labels: list[str]
+    vectors: np.ndarray
+
+    def ensembled(self, n_classes: int) -> Queries:
+        """One query per class: the mean of its normalised queries, renormalised."""
+        sums = np.zeros((n_classes, self.vectors.shape[1]), np.float32)
+        np.add.at(sums, self.classes, self.vectors)
+        sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        present = np.unique(self.classes)
+        return Queries(present, ["ensemble"] * len(present), sums[present])
+
+
+def open_index(index_dir: str):
+    """(index manifest, store, {modality: faiss index with its tuned search parameters applied})."""
+    index_dir = index_dir.rstrip("/")
+    manifest = read_manifest(f"{index_dir}/manifest.json", INDEX)
+    store_uri = manifest["lineage"][0]["uri"].rsplit("/", 1)[0] if manifest["lineage"] else f"{index_dir}/store"
+    store = open_store(store_uri)
+    indexes = {}
+    fs, path = fsspec.core.url_to_fs(index_dir)
+    local = isinstance(fs, LocalFileSystem)
+    for modality, entry in manifest["indexes"].items():
+        file = f"{path}/{entry['file']}" if local else fsspec.open_local(f"simplecache::{index_dir}/{entry['file']}")
+        index = faiss.read_index(file, faiss.IO_FLAG_ONDISK_SAME_DIR if entry.get("on_disk") else 0)
+        for name, value in entry["search_params"].items():
+            faiss.ParameterSpace().set_index_parameter(index, name, value)
+        indexes[modality] = index
+    return manifest, store, indexes
+
+
+def text_queries(classes: list[TargetClass], templates: list[str], encoder) -> Queries:
+    items = prompts(classes, templates)
+    return Queries(np.array([i for i, _, _ in items]), [t for _, t, _ in items],
+                   encoder.texts([text for _, _, text in items]))
+
+
+def embedding_queries(path: str, classes: list[TargetClass], templates: list[str]) -> Queries:
+    """Ready query vectors: (classes, d) or (classes, templates, d) float array in a .npy file."""
+    with fsspec.open(path, "rb") as f:
+        x = np.load(f, allow_pickle=False).astype(np.float32)
+    if x.ndim == 2:
+        x = x[:, None, :]
+    if x.ndim != 3 or x.shape[0] != len(classes):
+        raise DomainError(f"{path}: query embeddings of shape {x.shape}; expected ({len(classes)}, d) or "
+                          f"({len(classes)}, templates, d) for {len(classes)} classes")
+    labels = templates if templates and len(templates) == x.shape[1] else [f"query {j}" for j in range(x.shape[1])]
+    x = x.reshape(-1, x.shape[-1])
+    return Queries(np.repeat(np.arange(len(classes)), len(labels)), labels * len(classes),
+                   x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+
+
+def example_queries(examples: str, classes: list[TargetClass], encoder) -> Queries:
+    """Example images in `examples/{class name}/…` for i2i."""
+    fs, root = fsspec.core.url_to_fs(examples)
+    cls, labels, data = [], [], []
+    for i, c in enumerate(classes):
+        folder = f"{root.rstrip('/')}/{c.name}"
+        files = sorted(f for f in fs.find(folder) if f.rsplit(".", 1)[-1].lower() in IMAGE_EXTS) \
+            if fs.isdir(folder) else []
+        for f in files:
+            cls.append(i)
+            labels.append("example:" + f.rsplit("/", 1)[-1])
+            data.append(fs.cat_file(f))
+    if not data:
+        raise DomainError(f"{examples}: no example images; put them in {examples}/<class name>/*.jpg")
+    return Queries(np.array(cls), labels, encoder.images(data))
+
+
+def search(index, queries: Queries, k: int, batch: int = 1024):
+    """Candidates (class, sample id, score, query index) of the k nearest neighbours of every query."""
+    cls, ids, scores, qidx = [], [], [], []
+    for lo in tqdm(range(0, len(queries.vectors), batch), desc="search", unit="batch", dynamic_ncols=True):
+        d, i = index.search(np.ascontiguousarray(queries.vectors[lo:lo + batch]), k)
+        ok = i >= 0
+        rows = np.nonzero(ok)[0]
+        cls.append(queries.classes[lo + rows])
+        ids.append(i[ok])
+        scores.append(d[ok])
+        qidx.append(lo + rows)
+    return tuple(np.concatenate(a) if a else np.zeros(0) for a in (cls, ids, scores, qidx))
+
+
+def _best_per_group(group: np.ndarray, score: np.ndarray):
+    """Unique groups, the position of each group's best-scoring candidate."""
+    order = np.lexsort((-score, group))
+    first = np.concatenate([[True], group[order][1:] != group[order][:-1]]) if len(order) else np.zeros(0, bool)
+    return group[order][first], order[first]
+
+
+def _rank_in_class(cls: np.ndarray, score: np.ndarray) -> np.ndarray:
+    order = np.lexsort((-score, cls))
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(cls[order])) + 1])
+    sizes = np.diff(np.concatenate([starts, [len(order)]]))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order)) - np.repeat(starts, sizes)
+    return rank
+
+
+def combine(candidates: list[tuple], n_samples: int):
+    """Dedup within classes and fuse modes: (class, sample, score, label index) per unique (class, sample)."""
+    per_mode = []
+    for cls, ids, scores, _ in candidates:
+        groups, best = _best_per_group(cls.astype(np.int64) * n_samples + ids, scores)
+        per_mode.append((groups, scores[best]))
+    if len(per_mode) == 1:
+        groups, score = per_mode[0]
+    else:  # reciprocal-rank fusion
+        contrib_g, contrib_s = [], []
+        for groups, scores in per_mode:
+            contrib_g.append(groups)
+            contrib_s.append(1.0 / (RRF_K + 1 + _rank_in_class(groups // n_samples, scores)))
+        allg, alls = np.concatenate(contrib_g), np.concatenate(contrib_s)
+        groups, inverse = np.unique(allg, return_inverse=True)
+        score = np.zeros(len(groups))
+        np.add.at(score, inverse, alls)
+    return groups // n_samples, groups % n_samples, score.astype(np.float32)
+
+
+def drop_near_duplicates(cls, ids, score, store: Store, modality: str, threshold: float) -> np.ndarray:
+    """Keep-mask: within each class, drop samples more similar than `threshold` to a better-scoring kept one."""
+    keep = np.ones(len(ids), bool)
+    for c in np.unique(cls):
+        members = np.flatnonzero(cls == c)
+        members = members[np.argsort(-score[members], kind="stable")]
+        vectors = store.rows(modality, ids[members])
+        kept: list[int] = []
+        for j in range(len(members)):
+            if kept and float((vectors[kept] @ vectors[j]).max()) > threshold:
+                keep[members[j]] = False
+            else:
+                kept.append(j)
+    return keep
+
+
+def select(cls, ids, score, selection: Selection, n_classes: int, store: Store, modality: str) -> np.ndarray:
+    """Indices of the kept (class, sample) rows, ordered by class then score."""
+    keep = np.ones(len(ids), bool)
+    if selection.min_score is not None:
+        keep &= score >= selection.min_score
+    if selection.near_duplicates is not None:
+        idx = np.flatnonzero(keep)
+        keep[idx] = drop_near_duplicates(cls[idx], ids[idx], score[idx], store, modality, selection.near_duplicates)
+    if selection.cross_class == "best-class":
+        idx = np.flatnonzero(keep)
+        _, best = _best_per_group(ids[idx], score[idx] - 1e-9 * cls[idx])  # ties go to the lower class index
+        keep[:] = False
+        keep[idx[best]] = True
+    idx = np.flatnonzero(keep)
+    idx = idx[np.lexsort((-score[idx], cls[idx]))]
+    if selection.budget is not None:
+        quota = np.full(n_classes, selection.budget // n_classes)
+        quota[: selection.budget % n_classes] += 1
+        idx = idx[_rank_in_class(cls[idx], score[idx]) < quota[cls[idx]]]
+        idx = idx[np.lexsort((-score[idx], cls[idx]))]
+    return idx
+
+
+def join_metadata(store: Store, sample_ids: np.ndarray) -> pa.Table:
+    """Metadata rows of the sorted unique `sample_ids`, reading only the shards (and columns) needed."""
+    offsets = store.offsets()
+    parts = []
+    for s in np.unique(np.searchsorted(offsets, sample_ids, side="right") - 1):
+        local = sample_ids[(sample_ids >= offsets[s]) & (sample_ids < offsets[s + 1])] - offsets[s]
+        parts.append(store.metadata(int(s), columns=JOIN_COLUMNS).take(pa.array(local)))
+    return pa.concat_tables(parts) if parts else pa.table({c: [] for c in JOIN_COLUMNS})
+
+
+def _labels_by_row(candidates, queries_by_mode, rows_g: np.ndarray, n_samples: int) -> pa.ListArray:
+    """The distinct templates (or example names) that found each selected (class, sample), best first."""
+    g, label, score = [], [], []
+    for (cls, ids, scores, qidx), queries in zip(candidates, queries_by_mode, strict=True):
+        g.append(cls.astype(np.int64) * n_samples + ids)
+        label.append(np.array(queries.labels, dtype=object)[qidx.astype(np.int64)])
+        score.append(scores)
+    g, label, score = np.concatenate(g), np.concatenate(label), np.concatenate(score)
+    wanted = np.isin(g, rows_g)
+    g, label, score = g[wanted], label[wanted], score[wanted]
+    order = np.lexsort((-score, g))
+    g, label = g[order], label[order]
+    pairs = {}
+    for gi, li in zip(g.tolist(), label.tolist(), strict=True):
+        lst = pairs.setdefault(gi, [])
+        if li not in lst:
+            lst.append(li)
+    return pa.array([pairs.get(x, []) for x in rows_g.tolist()], pa.list_(pa.string()))
+
+
+def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: list[str] | None = None,
+             mode: str = "t2i", selection: Selection = Selection(), query_embeddings: str | None = None,
+             examples: str | None = None, model: str | None = None, pretrained: str | None = None,
+             device: str | None = None, export_urls: str | None = None) -> dict:
+    """Run the domain's queries against the index and write the retrieval set `out` (+ sidecar)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    manifest, store, indexes = open_index(index_dir)
+    templates = templates if templates is not None else ([] if query_embeddings else load_templates(None))
+    modes = ["t2i", "t2t"] + (["i2i"] if examples else []) if mode == "fusion" else [mode]
+    missing = sorted({MODE_INDEX[m] for m in modes} - set(indexes))
+    if missing:
+        raise ValueError(f"{index_dir}: mode {mode} needs the {' and '.join(missing)} index, which it lacks")
+    encoder = None
+    if not query_embeddings or "i2i" in modes:
+        from .clip_embed import QueryEncoder  # the [clip] extra; not needed for ready query embeddings
+
+        m = manifest["model"]
+        encoder = QueryEncoder(model or m["name"], pretrained or m["pretrained"] or None, device)
+    text = None
+    if any(m in ("t2i", "t2t") for m in modes):
+        text = embedding_queries(query_embeddings, classes, templates) if query_embeddings else \
+            text_queries(classes, templates, encoder)
+    candidates, queries_by_mode = [], []
+    for m in modes:
+        q = example_queries(examples, classes, encoder) if m == "i2i" else text
+        if selection.per == "class":
+            q = q.ensembled(len(classes))
+        if q.vectors.shape[1] != manifest["dim"]:
+            raise DomainError(f"query vectors have width {q.vectors.shape[1]}, the index {manifest['dim']}")
+        candidates.append(search(indexes[MODE_INDEX[m]], q, selection.k))
+        queries_by_mode.append(q)
+    cls, ids, score = combine(candidates, store.n)
+    keep = select(cls, ids, score, selection, len(classes), store, MODE_INDEX[modes[0]])
+    cls, ids, score = cls[keep], ids[keep], score[keep]
+
+    unique = np.unique(ids)
+    meta = join_metadata(store, unique)
+    at = pa.array(np.searchsorted(unique, ids))
+    rows = meta.take(at)
+    locatable = np.asarray(rows.column("image_uri").is_valid()) | np.asarray(rows.column("url").is_valid())
+    skipped = int((~locatable).sum())
+    cls, ids, score, rows = cls[locatable], ids[locatable], score[locatable], rows.filter(pa.array(locatable))
+    table = pa.table({
+        "class_name": pa.array([classes[c].name for c in cls], pa.string()),
+        "class_index": pa.array(cls, pa.int32()),
+        "templates": _labels_by_row(candidates, queries_by_mode, cls.astype(np.int64) * store.n + ids, store.n),
+        "rank": pa.array(_rank_in_class(cls, score) if len(cls) else [], pa.int32()),
+        "score": pa.array(score, pa.float32()),
+        "sample_id": pa.array(ids, pa.int64()),
+        **{c: rows.column(c) for c in JOIN_COLUMNS},
+    }, schema=ROW_SCHEMA)
+    _write_parquet_atomic(out, table)
+    counts = np.bincount(cls, minlength=len(classes)).tolist()
+    body = {"model": manifest["model"], "mode": mode, "k": selection.k,
+            "selection": asdict(selection) | {"dedup": "within-class", "skipped_no_locator": skipped},
+            "classes": [c.name for c in classes], "templates": templates, "counts_per_class": counts,
+            "unique_samples": len(np.unique(ids))}
+    sidecar = write_retrieval_manifest(out, body, [lineage_entry(manifest, index_dir.rstrip("/") + "/manifest.json")])
+    if export_urls:
+        urls = table.filter(table.column("url").is_valid()).select(["url", "caption"])
+        _, first = np.unique(np.asarray(urls.column("url").to_pylist(), dtype=object), return_index=True)
+        _write_parquet_atomic(export_urls, urls.take(pa.array(np.sort(first))))
+    print(summary(sidecar, out, skipped))
+    return sidecar
+
+
+def _write_parquet_atomic(uri: str, table: pa.Table) -> None:
+    fs, path = fsspec.core.url_to_fs(uri)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(table, f, row_group_size=65536)
+    fs.mv(tmp, path)
+
+
+def summary(sidecar: dict, out: str, skipped: int = 0) -> str:
+    counts = np.array(sidecar["counts_per_class"])
+    lines = [f"retrieval set -> {out}  (manifest {out}.json)",
+             f"  {len(counts)} classes, {sidecar['rows']:,} rows, {sidecar['unique_samples']:,} unique samples; "
+             f"per class min {counts.min()}, median {int(np.median(counts))}, max {counts.max()}"]
+    if skipped:
+        lines.append(f"  {skipped:,} rows skipped: their samples have neither a file/tar locator nor a url "
+                     "(images stored inside parquet inputs)")
+    empty = [sidecar["classes"][i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        lines.append(f"  no rows for {len(empty)} class(es): {', '.join(empty[:10])}")
+    return "\n".join(lines)

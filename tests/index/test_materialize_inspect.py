@@ -1,0 +1,80 @@
+"""materialize and inspect on a store whose rows point at real toy-world images (vectors are random:
+these tests are about bytes and pages, not ranking)."""
+
+import shutil
+import subprocess
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from react_index._manifests import read_retrieval_manifest
+from react_index.build import build_index
+from react_index.domain import TargetClass
+from react_index.inspect_html import inspect
+from react_index.materialize import materialize, read_image
+from react_index.query import Selection, retrieve
+from react_index.sources import discover, read_samples
+from react_index.store import finalize, metadata_table, write_shard
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def retrieved(tmp_path_factory, toy_root):
+    root = tmp_path_factory.mktemp("mat")
+    rng = np.random.default_rng(0)
+    shards = discover([str(toy_root / "corpus" / f"0000{i}.tar") for i in range(2)])
+    for shard in shards:
+        rows = [s | {"source": shard.uri} for s in read_samples(shard)]
+        rows[0]["key"] = "../../escape/attempt"  # a hostile key must not become a path
+        vectors = rng.standard_normal((len(rows), 8)).astype(np.float32)
+        write_shard(str(root / "store"), shard.name, shard.uri, {"image": vectors, "text": vectors},
+                    metadata_table(rows), {})
+    finalize(str(root / "store"), [s.name for s in shards], {"name": "x", "pretrained": "y"}, [])
+    build_index(str(root / "store"), str(root / "index"), queries=20)
+    np.save(root / "q.npy", rng.standard_normal((3, 8)).astype(np.float32))
+    retrieve(str(root / "index"), [TargetClass(c) for c in ("star", "ring", "chevron")], str(root / "r.parquet"), [],
+             "t2i", Selection(k=40), query_embeddings=str(root / "q.npy"))
+    return root
+
+
+def test_materialize_round_trips_image_bytes_exactly(retrieved, tmp_path):
+    doc = materialize(str(retrieved / "r.parquet"), str(tmp_path / "shards"), samples_per_shard=25)
+    old, new = pq.read_table(retrieved / "r.parquet").to_pylist(), pq.read_table(tmp_path / "shards" / "r.parquet")
+    new = new.to_pylist()
+    assert len(old) == len(new) == doc["rows"] and doc["lineage"][0]["kind"] == "react.retrieval"
+    for a, b in zip(old, new, strict=True):
+        assert a["sample_id"] == b["sample_id"] and b["image_uri"].startswith(str(tmp_path / "shards"))
+        assert read_image(a) == read_image(b)  # ranged read of the new member = the original image bytes
+    names = []
+    for shard in sorted((tmp_path / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            names += tar.getnames()
+    assert all("/" not in n and ".." not in n for n in names)
+    assert len(names) == 3 * doc["unique_samples"]
+    read_retrieval_manifest(str(tmp_path / "shards" / "r.parquet"), reader="test", verify_checksum=True)
+    again = materialize(str(retrieved / "r.parquet"), str(tmp_path / "shards"), samples_per_shard=25)  # resume
+    assert again["rows_sha256"] == doc["rows_sha256"]
+
+
+def test_inspect_page_renders_its_images_in_headless_chromium(retrieved, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed for this test (apt-get install chromium; nox -s tests installs it)"
+    stats = inspect(str(retrieved / "r.parquet"), str(tmp_path / "r.html"), per_class=6, min_hits=1000)
+    assert stats["flagged"] == ["star", "ring", "chevron"]  # every class is under 1,000 hits
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("<img src='data:image/") == 18 and "src='http" not in page  # self-contained
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p1'}", "--virtual-time-budget=5000",
+                          "--dump-dom", f"file://{tmp_path / 'r.html'}"], capture_output=True, text=True, timeout=120)
+    assert 'data-images-loaded="18"' in dom.stdout  # every embedded image decoded in the browser
+    shot = tmp_path / "r.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p2'}", "--window-size=1000,1400",
+                    f"--screenshot={shot}", f"file://{tmp_path / 'r.html'}"], capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    colourful = (pixels.max(axis=2) - pixels.min(axis=2) > 60).mean()
+    assert colourful > 0.01  # the toy images' saturated shapes show up in the screenshot
