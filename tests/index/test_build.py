@@ -18,9 +18,10 @@ GIB = 2**30
 def test_index_choice_follows_the_guidelines_and_the_budget():
     assert choose_index_key(500, 512, 4 * GIB) == "Flat"
     assert choose_index_key(5_000, 512, 4 * GIB) == "HNSW32"
-    assert choose_index_key(100_000, 512, 4 * GIB) == "IVF1024,Flat"
-    assert choose_index_key(1_000_000, 512, 4 * GIB) == "IVF4096,Flat"
-    assert choose_index_key(1_000_000, 512, 1 * GIB) == "OPQ64_256,IVF16384_HNSW32,PQ64x8"
+    assert choose_index_key(50_000, 512, 4 * GIB) == "IVF1024,Flat"
+    assert choose_index_key(100_000, 512, 4 * GIB) == "IVF1024,SQ8"
+    assert choose_index_key(1_000_000, 512, 4 * GIB) == "IVF4096,SQ8"
+    assert choose_index_key(1_000_000, 512, 400 * 2**20) == "OPQ64_256,IVF16384_HNSW32,PQ64x8"
     key = choose_index_key(100_000_000, 512, 4 * GIB)
     assert key.startswith("OPQ") and "IVF262144_HNSW32" in key and estimate_memory(key, 10**8, 512) <= 0.8 * 4 * GIB
     with pytest.raises(ValueError, match="no index fits 4.00 GiB for 400,000,000 vectors"):

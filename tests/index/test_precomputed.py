@@ -46,3 +46,16 @@ def test_text_embeddings_are_optional_and_mismatches_are_named(tmp_path):
     with pytest.raises(SourceError, match=r"shard 0: image embeddings have shape \(300, 16\) but .*metadata_0.parquet "
                                           r"has 299 rows"):
         ingest_precomputed(src, str(tmp_path / "s2"), MODEL)
+
+
+def test_large_files_are_read_in_chunks_and_truncation_is_named(tmp_path):
+    from react_index.store import iter_npy
+
+    x = np.arange(70_000 * 4, dtype=np.float16).reshape(70_000, 4)
+    np.save(tmp_path / "a.npy", x)
+    pieces = list(iter_npy(str(tmp_path / "a.npy"), 30_000))
+    assert [lo for lo, _ in pieces] == [0, 30_000, 60_000] and np.array_equal(np.concatenate([p for _, p in pieces]), x)
+    data = (tmp_path / "a.npy").read_bytes()
+    (tmp_path / "b.npy").write_bytes(data[:-10])
+    with pytest.raises(ValueError, match=r"b.npy: file ends early \(truncated .npy\)"):
+        list(iter_npy(str(tmp_path / "b.npy"), 30_000))

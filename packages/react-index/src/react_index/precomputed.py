@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 
 import fsspec
-import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .sources import SourceError
-from .store import finalize, metadata_table, shard_done, write_shard
+from .store import finalize, metadata_table, npy_shape, shard_done, write_shard
 
 
 def precomputed_shards(src: str) -> list[str]:
@@ -32,11 +31,6 @@ def precomputed_shards(src: str) -> list[str]:
     return sorted(found, key=lambda s: (int(s) if s.isdigit() else float("inf"), s))
 
 
-def _load_npy(uri: str) -> np.ndarray:
-    with fsspec.open(uri, "rb") as f:
-        return np.load(f, allow_pickle=False)
-
-
 def ingest_precomputed(src: str, out: str, model: dict) -> dict:
     """Copy a clip-retrieval layout into a store at `out`; returns the store manifest."""
     src = src.rstrip("/")
@@ -45,20 +39,20 @@ def ingest_precomputed(src: str, out: str, model: dict) -> dict:
     for name in tqdm(names, desc="ingest", unit="shard"):
         if shard_done(out, name):
             continue
-        image = _load_npy(f"{src}/img_emb/img_emb_{name}.npy")
-        embeddings = {"image": image}
+        embeddings = {"image": f"{src}/img_emb/img_emb_{name}.npy"}
         text_uri = f"{src}/text_emb/text_emb_{name}.npy"
         if fs.exists(fsspec.core.url_to_fs(text_uri)[1]):
-            embeddings["text"] = _load_npy(text_uri)
+            embeddings["text"] = text_uri
         meta_uri = f"{src}/metadata/metadata_{name}.parquet"
         try:
             with fsspec.open(meta_uri, "rb") as f:
                 meta = pq.read_table(f)
         except FileNotFoundError:
             raise SourceError(f"{meta_uri}: missing; every img_emb_{name}.npy needs its metadata parquet") from None
-        for modality, array in embeddings.items():
-            if array.ndim != 2 or len(array) != meta.num_rows:
-                raise SourceError(f"{src}: shard {name}: {modality} embeddings have shape {array.shape} but "
+        for modality, uri in embeddings.items():
+            shape = npy_shape(uri)
+            if len(shape) != 2 or shape[0] != meta.num_rows:
+                raise SourceError(f"{src}: shard {name}: {modality} embeddings have shape {shape} but "
                                   f"{meta_uri} has {meta.num_rows} rows")
         cols = meta.column_names
         column = {c: meta.column(c).to_pylist() if c in cols else [None] * meta.num_rows

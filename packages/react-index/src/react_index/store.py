@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass, field
 
 import fsspec
@@ -58,28 +59,73 @@ def normalize_float16(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float16)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
+def iter_npy(uri: str, chunk_rows: int = 65536):
+    """(first row, chunk) of a 2-d .npy file, read sequentially: never the whole array, never a memory map."""
+    with fsspec.open(uri, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if fortran or len(shape) != 2:
+            raise ValueError(f"{uri}: expected a C-ordered 2-d array, got shape {shape}")
+        rows, width = shape
+        for lo in range(0, rows, chunk_rows):
+            n = min(chunk_rows, rows - lo)
+            data = f.read(n * width * dtype.itemsize)
+            if len(data) != n * width * dtype.itemsize:
+                raise ValueError(f"{uri}: file ends early (truncated .npy)")
+            yield lo, np.frombuffer(data, dtype=dtype).reshape(n, width)
+
+
+def npy_shape(uri: str) -> tuple[int, ...]:
+    with fsspec.open(uri, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return read_header(f)[0]
+
+
+def save_normalized(uri: str, chunks, shape: tuple[int, int], ) -> None:
+    """Write float16 L2-normalised rows from (first row, chunk) pieces, atomically, holding one chunk at a time."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        for lo, chunk in chunks:
+            out[lo:lo + len(chunk)] = normalize_float16(chunk)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    else:
+        out = np.empty(shape, np.float16)
+        for lo, chunk in chunks:
+            out[lo:lo + len(chunk)] = normalize_float16(chunk)
+        buf = io.BytesIO()
+        np.save(buf, out, allow_pickle=False)
+        write_bytes_atomic(uri, buf.getvalue())
 
 
 def metadata_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in METADATA_SCHEMA.names} for r in rows], METADATA_SCHEMA)
 
 
-def write_shard(store: str, name: str, source: str, embeddings: dict[str, np.ndarray], metadata: pa.Table,
+def write_shard(store: str, name: str, source: str, embeddings: dict, metadata: pa.Table,
                 skipped: dict[str, int]) -> dict:
-    """Write one shard's files (each atomically), then its marker; returns the marker (a manifest shard entry)."""
+    """Write one shard's files (each atomically), then its marker; returns the marker (a manifest shard entry).
+
+    `embeddings` maps a modality to an array, or to an .npy URI read chunk by chunk (for large precomputed files).
+    """
     n = metadata.num_rows
     entry = {"name": name, "source": source, "samples": n, "metadata": f"metadata/metadata_{name}.parquet",
              "skipped": dict(sorted(skipped.items())), "dim": 0}
     for modality, array in embeddings.items():
-        entry["dim"] = int(array.shape[1]) if array.ndim == 2 else 0
-        if len(array) != n:
-            raise ValueError(f"shard {name}: {len(array)} {modality} embeddings for {n} metadata rows")
+        shape = npy_shape(array) if isinstance(array, str) else array.shape
+        if len(shape) != 2 or shape[0] != n:
+            raise ValueError(f"shard {name}: {modality} embeddings of shape {tuple(shape)} for {n} metadata rows")
+        entry["dim"] = int(shape[1])
         entry[f"{MODALITY_DIRS[modality][0]}"] = emb_path(modality, name)
-        write_bytes_atomic(_join(store, emb_path(modality, name)), _npy_bytes(normalize_float16(array)))
+        chunks = iter_npy(array) if isinstance(array, str) else \
+            ((lo, array[lo:lo + 65536]) for lo in range(0, len(array), 65536))
+        save_normalized(_join(store, emb_path(modality, name)), chunks, tuple(shape))
     buf = io.BytesIO()
     pq.write_table(metadata, buf)
     write_bytes_atomic(_join(store, entry["metadata"]), buf.getvalue())
