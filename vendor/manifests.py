@@ -170,6 +170,26 @@ def manifest_id(doc: dict) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz")
+
+
+def resolve_model(model_name: str, pretrained: str | None) -> tuple[dict, str | None]:
+    """(the manifests' model record, what to pass to open_clip as `pretrained`).
+
+    `pretrained` is an open_clip tag or a weights file (local or fsspec URI, fetched to a local cache);
+    a file's sha256 goes in the record, so a manifest names exactly which weights were used.
+    """
+    record = {"name": model_name, "pretrained": pretrained or "", "pretrained_sha256": None}
+    if pretrained and ("/" in pretrained or pretrained.endswith(WEIGHT_FILE_SUFFIXES)):
+        local = fsspec.open_local(f"simplecache::{pretrained}") if "://" in pretrained else pretrained
+        fs, path = fsspec.core.url_to_fs(local)
+        if not fs.exists(path):
+            raise ManifestError(f"{pretrained}: weights file not found")
+        record["pretrained_sha256"] = _sha256(local)
+        pretrained = local
+    return record, pretrained or None
+
+
 def lineage_entry(doc: dict, uri: str) -> dict:
     """How a manifest refers to one it was made from."""
     return {"kind": doc["kind"], "id": doc["id"], "uri": str(uri)}

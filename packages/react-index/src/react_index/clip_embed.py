@@ -8,14 +8,12 @@ a rerun skips shards already written. Under torchrun, rank r takes every WORLD_S
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
 from collections import Counter
 from contextlib import nullcontext
 
-import fsspec
 import numpy as np
 import open_clip
 import torch
@@ -23,30 +21,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from ._manifests import resolve_model
 from .sources import InputShard, SourceError, read_samples
 from .store import metadata_table, write_shard
 
 log = logging.getLogger("react_index")
-
-
-def file_sha256(uri: str) -> str:
-    h = hashlib.sha256()
-    with fsspec.open(uri, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
-def resolve_pretrained(model_name: str, pretrained: str | None) -> tuple[dict, str | None]:
-    """(model record for manifests, what to pass to open_clip). `pretrained`: an open_clip tag or a weights file."""
-    record = {"name": model_name, "pretrained": pretrained or "", "pretrained_sha256": None}
-    if pretrained and ("/" in pretrained or pretrained.endswith((".safetensors", ".pt", ".pth", ".bin"))):
-        local = fsspec.open_local(f"simplecache::{pretrained}") if "://" in pretrained else pretrained
-        if not os.path.exists(local):
-            raise SourceError(f"{pretrained}: weights file not found")
-        record["pretrained_sha256"] = file_sha256(local)
-        pretrained = local
-    return record, pretrained or None
 
 
 def load_clip(model_name: str, pretrained: str | None, device: torch.device):
@@ -183,7 +162,7 @@ class QueryEncoder:
     """Encodes prompt texts and example images into normalised float32 query vectors."""
 
     def __init__(self, model_name: str, pretrained: str | None, device: str | None = None, batch_size: int = 256):
-        _, weights = resolve_pretrained(model_name, pretrained)
+        _, weights = resolve_model(model_name, pretrained)
         self.device = pick_device(device, 0)
         self.model, self.preprocess, self.tokenizer = load_clip(model_name, weights, self.device)
         self.batch_size = batch_size

@@ -10,7 +10,7 @@ import json
 
 import fsspec
 
-from ._manifests import write_bytes_atomic
+from ._manifests import resolve_model, write_bytes_atomic
 from .precomputed import ingest_precomputed
 from .sources import SourceError, discover, expand_inputs, is_precomputed
 from .store import finalize, shard_done
@@ -49,7 +49,7 @@ def embed(sources, out: str, model: str = "ViT-B-32", pretrained: str | None = N
     except ImportError as e:
         raise SourceError(f"{CLIP_EXTRA_HINT} ({e})") from None
     rank, world, _ = clip_embed.distributed_rank()
-    record, weights = clip_embed.resolve_pretrained(model, pretrained)
+    record, weights = resolve_model(model, pretrained)
     if rank == 0:
         _check_same_model(out, record)
     mine = [s for i, s in enumerate(shards) if i % world == rank and not shard_done(out, s.name)]

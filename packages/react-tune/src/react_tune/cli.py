@@ -1,14 +1,86 @@
 """The `react-tune` command: a thin click layer over the react_tune Python API."""
 
+import functools
+import logging
+
 import click
 
 from . import __version__
+from ._manifests import ManifestError
+
+
+def friendly_errors(f):
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except (ManifestError, ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from e
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="react-tune")
 def main():
     """REACT customization: train gated blocks on a frozen open_clip model from a retrieval manifest."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command("train")
+@click.option("--manifest", required=True, help="Retrieval set (.parquet or its .parquet.json manifest).")
+@click.option("--model", required=True, help="open_clip model name, e.g. ViT-B-32.")
+@click.option("--pretrained", default=None, help="open_clip pretrained tag or a weights file (local or fsspec).")
+@click.option("--model-config", type=click.Path(exists=True), default=None,
+              help="An open_clip model config JSON (or folder) to register first.")
+@click.option("--out", required=True, help="Checkpoint folder.")
+@click.option("--variant", type=click.Choice(["gated-image", "locked-text"]), default="gated-image",
+              show_default=True)
+@click.option("--k", "k", type=int, default=None,
+              help="Gated blocks, before the last k image layers [6 for 12 layers].")
+@click.option("--steps", type=int, default=None, help="Optimizer steps [default: one epoch].")
+@click.option("--epochs", type=float, default=None)
+@click.option("--batch-size", default=256, show_default=True, help="Global batch per optimizer step.")
+@click.option("--accum", default=1, show_default=True, help="Micro-batches per step (gradient accumulation).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate [5e-4 gated-image, 5e-5 locked-text].")
+@click.option("--weight-decay", default=0.1, show_default=True)
+@click.option("--warmup", type=int, default=None, help="Warmup steps [min(5000, 10% of steps)].")
+@click.option("--augment", type=click.Choice(["open_clip", "react"]), default="open_clip", show_default=True,
+              help="open_clip's training transform, or REACT's strong recipe.")
+@click.option("--workers", default=4, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "amp"]), default="auto", show_default=True)
+@click.option("--grad-checkpointing", is_flag=True)
+@click.option("--no-text-cache", is_flag=True, help="Encode captions every step instead of once (slower).")
+@click.option("--cache-dir", default=None, help="Where the frozen-text cache lives [OUT/text-cache].")
+@click.option("--save-every", default=500, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default=None)
+@click.option("--resume", is_flag=True, help="Continue from OUT's latest saved state, at its exact step.")
+@friendly_errors
+def train_command(model_config, no_text_cache, **options):
+    """Train gated blocks (or the image tower) on a retrieval set; write blocks.safetensors + manifest."""
+    from .train import TrainConfig, train
+
+    if model_config:
+        import open_clip
+
+        open_clip.add_model_config(model_config)
+    train(TrainConfig(text_cache=not no_text_cache, **options))
+
+
+@main.command("export")
+@click.argument("checkpoint")
+@click.option("--merged", "out", required=True, help="Folder for model.safetensors + config.json.")
+@click.option("--model-config", type=click.Path(exists=True), default=None)
+@friendly_errors
+def export_command(checkpoint, out, model_config):
+    """Write the whole customized model as one safetensors file with its config."""
+    from .export import export_merged
+
+    if model_config:
+        import open_clip
+
+        open_clip.add_model_config(model_config)
+    export_merged(checkpoint, out)
 
 
 if __name__ == "__main__":

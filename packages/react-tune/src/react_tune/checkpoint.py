@@ -1,0 +1,148 @@
+"""Checkpoints without pickle: final blocks + manifest, resumable training state, and loading.
+
+    CKPT_DIR/blocks.safetensors      the trained tensors only (gated blocks + logit_scale, or the image tower)
+    CKPT_DIR/manifest.json           react.checkpoint (docs/manifests.md)
+    CKPT_DIR/state/{step:08d}/       trainable, optimizer and RNG tensors (safetensors) of a periodic save
+    CKPT_DIR/state/latest.json       written last: which step folder is complete, and the loop's position
+"""
+
+from __future__ import annotations
+
+import json
+
+import fsspec
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from ._manifests import _sha256, resolve_model, write_bytes_atomic
+from .manifest import CHECKPOINT, ManifestError, read_manifest, write_manifest
+from .model import customize, load_base
+
+WEIGHTS = "blocks.safetensors"
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def read_safetensors(uri: str) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; anything else — above all a pickle from torch.save — is refused."""
+    try:
+        with fsspec.open(uri, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ManifestError(f"{uri}: weights file not found") from None
+    if data[:2] == b"PK" or data[:1] == b"\x80":
+        raise ManifestError(f"{uri}: this is a pickle (torch.save) file; react-tune never unpickles weights, "
+                            "which can run arbitrary code. Save them with safetensors instead")
+    try:
+        return load_bytes(data)
+    except Exception as e:
+        raise ManifestError(f"{uri}: not a valid safetensors file ({e})") from None
+
+
+def write_safetensors(uri: str, tensors: dict[str, torch.Tensor]) -> None:
+    write_bytes_atomic(uri, save_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
+
+
+# --- resumable training state ----------------------------------------------------------------------
+
+def _optimizer_tensors(optimizer) -> tuple[dict, dict]:
+    state = optimizer.state_dict()
+    tensors = {f"{i}.{name}": v for i, s in state["state"].items() for name, v in s.items()
+               if isinstance(v, torch.Tensor)}
+    scalars = {f"{i}.{name}": v for i, s in state["state"].items() for name, v in s.items()
+               if not isinstance(v, torch.Tensor)}
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def save_state(out: str, step: int, trainable: dict, optimizer, position: dict) -> None:
+    folder = _join(out, "state", f"{step:08d}")
+    write_safetensors(_join(folder, "trainable.safetensors"), trainable)
+    tensors, meta = _optimizer_tensors(optimizer)
+    write_safetensors(_join(folder, "optimizer.safetensors"), tensors)
+    write_safetensors(_join(folder, "rng.safetensors"), {"torch": torch.get_rng_state()})
+    latest = {"step": step, "folder": f"{step:08d}", "position": position, "optimizer": meta}
+    write_bytes_atomic(_join(out, "state", "latest.json"), json.dumps(latest).encode())
+    fs, path = fsspec.core.url_to_fs(_join(out, "state"))
+    for old in fs.ls(path, detail=False):  # earlier complete states are no longer needed
+        if old.rstrip("/").rsplit("/", 1)[-1].isdigit() and not old.rstrip("/").endswith(f"{step:08d}"):
+            fs.rm(old, recursive=True)
+
+
+def has_state(out: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(_join(out, "state", "latest.json"))
+    return fs.exists(path)
+
+
+def load_state(out: str, model, optimizer) -> dict | None:
+    """Restore trainable weights, optimizer and RNG from the latest complete state; returns its position."""
+    fs, path = fsspec.core.url_to_fs(_join(out, "state", "latest.json"))
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        latest = json.loads(f.read())
+    folder = _join(out, "state", latest["folder"])
+    trainable = read_safetensors(_join(folder, "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in trainable.items():
+            params[name].copy_(value)
+    tensors = read_safetensors(_join(folder, "optimizer.safetensors"))
+    meta = latest["optimizer"]
+    state: dict = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(read_safetensors(_join(folder, "rng.safetensors"))["torch"])
+    return latest["position"] | {"step": latest["step"]}
+
+
+# --- the final checkpoint -------------------------------------------------------------------------
+
+def write_checkpoint(out: str, trainable: dict, base: dict, variant: str, blocks: dict | None, training: dict,
+                     lineage) -> dict:
+    uri = _join(out, WEIGHTS)
+    write_safetensors(uri, trainable)
+    weights = {"file": WEIGHTS, "sha256": _sha256(uri), "parameters": int(sum(t.numel() for t in trainable.values()))}
+    blocks = blocks or {"k": 0, "positions": [], "width": 0, "heads": 0, "mlp_ratio": 0.0, "act": ""}
+    body = {"base_model": base, "variant": variant, "blocks": blocks, "weights": weights, "training": training}
+    return write_manifest(_join(out, "manifest.json"), CHECKPOINT, body, lineage)
+
+
+def load_checkpoint(checkpoint_dir: str, device: str = "cpu", pretrained: str | None = None):
+    """(customized model in eval mode, eval preprocess, tokenizer, manifest) from a checkpoint folder.
+
+    `pretrained` overrides where the base weights come from (e.g. the same file at another path); its
+    checksum must match the one recorded, so a checkpoint is never applied to the wrong base.
+    """
+    manifest = read_manifest(_join(checkpoint_dir, "manifest.json"), CHECKPOINT)
+    base = manifest["base_model"]
+    if not manifest["weights"]["file"].endswith(".safetensors"):
+        raise ManifestError(f"{checkpoint_dir}: weights file {manifest['weights']['file']} is not safetensors; "
+                            "react-tune loads only safetensors")
+    tensors = read_safetensors(_join(checkpoint_dir, manifest["weights"]["file"]))
+    record, _ = resolve_model(base["name"], pretrained or base["pretrained"] or None)
+    if base["pretrained_sha256"] and record["pretrained_sha256"] not in (None, base["pretrained_sha256"]):
+        raise ManifestError(f"{checkpoint_dir}: the base weights {record['pretrained']} differ from those the "
+                            f"blocks were trained on ({base['pretrained_sha256'][:19]}…)")
+    model, _, preprocess, tokenizer, _ = load_base(base["name"], pretrained or base["pretrained"] or None)
+    customize(model, manifest["variant"], manifest["blocks"]["k"] or None, seed=None)
+    missing = set(tensors) - set(dict(model.named_parameters()))
+    if missing:
+        raise ManifestError(f"{checkpoint_dir}: {len(missing)} tensors do not fit {base['name']} "
+                            f"(e.g. {sorted(missing)[0]}); is this the right base model?")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value)
+    return model.eval().to(device), preprocess, tokenizer, manifest
+
+
+def load_model(checkpoint_dir: str, device: str = "cpu", pretrained: str | None = None):
+    """`react_tune.load_model(dir) -> (model, preprocess, tokenizer)`: a REACT checkpoint, ready to use."""
+    model, preprocess, tokenizer, _ = load_checkpoint(checkpoint_dir, device, pretrained)
+    return model, preprocess, tokenizer

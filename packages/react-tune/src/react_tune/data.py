@@ -1,0 +1,122 @@
+"""Training data from a retrieval set: rows → image bytes (ranged tar reads, files) → augmented tensors.
+
+react-tune reads the retrieval manifest itself (docs/manifests.md); it never imports react-index.
+A row shared by several classes (REACT keeps such duplicates) is trained on once per class row.
+Undecodable images are skipped and counted, never fatal. Shuffling is a seeded permutation per
+epoch, so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision import transforms as T
+
+from .manifest import ManifestError, read_retrieval_manifest
+
+log = logging.getLogger("react_tune")
+COLUMNS = ["sample_id", "caption", "image_uri", "image_offset", "image_length", "url", "class_name"]
+
+
+def load_rows(retrieval: str) -> tuple[dict, dict]:
+    """(manifest, columns as python lists) of a retrieval set; URL-only rows are an error with the fix."""
+    doc = read_retrieval_manifest(retrieval)
+    with fsspec.open(doc["rows_uri"], "rb") as f:
+        table = pq.read_table(f, columns=COLUMNS)
+    rows = {c: table.column(c).to_pylist() for c in COLUMNS}
+    url_only = [i for i, u in enumerate(rows["image_uri"]) if u is None]
+    if url_only:
+        raise ManifestError(
+            f"{doc['rows_uri']}: {len(url_only)} of {table.num_rows} rows (first: row {url_only[0]}, "
+            f"{rows['url'][url_only[0]]}) are known only by their URL; download them first — `react-index "
+            "materialize SET.parquet --out DIR --download`, or img2dataset on `react-index query --export-urls` "
+            "output — and train on the resulting retrieval set")
+    return doc, rows
+
+
+def read_image_bytes(uri: str, offset: int | None, length: int | None) -> bytes:
+    """A tar member by ranged read (uncompressed tars: the bytes at offset are the file), or a whole file."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if offset is None:
+        return fs.cat_file(path)
+    data = fs.cat_file(path, start=offset, end=offset + length)
+    if len(data) != length:
+        raise OSError(f"{uri}: short read of {length} bytes at offset {offset}")
+    return data
+
+
+def react_augmentation(image_size: int, mean, std):
+    """The REACT recipe: RandomResizedCrop(0.08–1), flip, colour jitter 0.4, RandAugment m9, random erasing 0.25."""
+    return T.Compose([
+        T.RandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(0.4, 0.4, 0.4),
+        T.RandAugment(magnitude=9),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+        T.RandomErasing(p=0.25),
+    ])
+
+
+class RetrievalImages(Dataset):
+    """Item i: (transformed image or None if undecodable, i). Captions are looked up by the trainer."""
+
+    def __init__(self, rows: dict, transform):
+        self.rows, self.transform = rows, transform
+        self.epoch_seed = (0, 0)  # (seed, epoch): set by the trainer each epoch
+
+    def _seed(self, i: int) -> None:
+        """Augmentation randomness depends only on (seed, epoch, row): any worker, any resume, same crops."""
+        torch.manual_seed(int(np.random.SeedSequence([*self.epoch_seed, i]).generate_state(1)[0]))
+
+    def __len__(self) -> int:
+        return len(self.rows["sample_id"])
+
+    def __getitem__(self, i: int):
+        r = self.rows
+        self._seed(i)
+        try:
+            data = read_image_bytes(r["image_uri"][i], r["image_offset"][i], r["image_length"][i])
+            with Image.open(io.BytesIO(data)) as img:
+                return self.transform(img.convert("RGB")), i
+        except Exception as e:  # any unreadable image: skipped and counted, never fatal
+            log.warning("row %d (sample %s, %s): image skipped: %s", i, r["sample_id"][i], r["image_uri"][i], e)
+            return None, i
+
+
+def collate(items):
+    """Stack the decodable images; report the rows whose images could not be read."""
+    good = [(x, i) for x, i in items if x is not None]
+    bad = [i for x, i in items if x is None]
+    images = torch.stack([x for x, _ in good]) if good else None
+    return images, torch.tensor([i for _, i in good], dtype=torch.long), bad
+
+
+class EpochSampler(Sampler):
+    """A seeded permutation per epoch, starting `skip` positions in (for exact resume); each torchrun rank takes
+    an interleaved share of every global batch, so the global batch is the same for any number of ranks."""
+
+    def __init__(self, n: int, seed: int, epoch: int, skip: int = 0, rank: int = 0, world: int = 1,
+                 global_batch: int = 1):
+        self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
+        self.rank, self.world, self.global_batch = rank, world, global_batch
+
+    def order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def __iter__(self):
+        order = self.order()
+        usable = (self.n // self.global_batch) * self.global_batch  # the last partial batch is dropped
+        batches = order[self.skip:usable].reshape(-1, self.global_batch)
+        return iter(batches[:, self.rank::self.world].ravel().tolist())
+
+    def __len__(self) -> int:
+        usable = (self.n // self.global_batch) * self.global_batch
+        return max(0, usable - self.skip) // self.world

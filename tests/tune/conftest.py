@@ -1,0 +1,23 @@
+import pytest
+from manifest_cases import write_retrieval_fixture
+from toy_retrieval import toy_rows
+
+from toyworld.models import CONFIG_DIR, TINY, register_configs, save_random_init
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    register_configs()
+    return save_random_init(TINY, tmp_path_factory.mktemp("weights") / "tiny.safetensors", seed=0)
+
+
+@pytest.fixture(scope="session")
+def model_config():
+    return str(CONFIG_DIR / f"{TINY}.json")
+
+
+@pytest.fixture(scope="session")
+def toy_retrieval(tmp_path_factory, toy_root):
+    """A retrieval set over the tiny toy corpus's first two shards (200 rows)."""
+    return write_retrieval_fixture(tmp_path_factory.mktemp("retrieval"),
+                                   toy_rows([toy_root / "corpus" / "00000.tar", toy_root / "corpus" / "00001.tar"]))
