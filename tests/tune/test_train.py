@@ -113,7 +113,7 @@ def test_corrupt_rows_are_counted_not_fatal_and_url_only_rows_are_refused(tiny_w
     assert done["training"]["skipped"] == {"corrupt_image": 1}
     url_only = rows
     for name, typ in (("image_uri", pa.string()), ("image_offset", pa.int64()), ("image_length", pa.int64())):
-        values = rows.column(name).to_pylist()[:-1] + [None]  # the last row keeps only its url
+        values = [*rows.column(name).to_pylist()[:-1], None]  # the last row keeps only its url
         url_only = url_only.set_column(url_only.schema.get_field_index(name), name, pa.array(values, typ))
     bad = write_retrieval_fixture(tmp_path / "u", url_only)
     with pytest.raises(ManifestError, match=r"known only by their URL.*react-index materialize"):
@@ -124,7 +124,7 @@ def test_checkpoint_and_merged_export_round_trip_to_identical_embeddings(tiny_we
     manifest = train(_config(toy_retrieval, tiny_weights, tmp_path / "ck", steps=3, lr=1e-2, warmup=0))
     assert manifest["lineage"][0]["kind"] == "react.retrieval" and manifest["base_model"]["pretrained_sha256"]
     assert manifest["blocks"]["positions"] == [2, 3] and manifest["training"]["steps"] == 3
-    a, preprocess, tokenizer = load_model(str(tmp_path / "ck"))
+    a, _, tokenizer = load_model(str(tmp_path / "ck"))
     b, _, _ = load_model(str(tmp_path / "ck"))
     export_merged(str(tmp_path / "ck"), str(tmp_path / "merged"))
     c, _, _ = load_merged(str(tmp_path / "merged"))
