@@ -18,7 +18,8 @@ PACKAGES = {"react-index": "react_index", "react-tune": "react_tune", "react-eva
 ALLOWED = {
     "react-index": {"numpy", "pyarrow", "faiss-cpu", "click", "fsspec", "tqdm"},
     "react-tune": {"torch", "open-clip-torch", "pyarrow", "fsspec", "tqdm", "click", "safetensors", "pillow"},
-    "react-eval": {"torch", "open-clip-torch", "numpy", "pyarrow", "click", "tqdm", "fsspec", "pillow"},
+    "react-eval": {"torch", "open-clip-torch", "numpy", "pyarrow", "click", "tqdm", "fsspec", "pillow", "matplotlib",
+                   "pyyaml"},
 }
 EXTRAS = {
     "react-index": {"clip": {"torch", "open-clip-torch", "pillow"}, "gpu": {"faiss-gpu-cu12"}},

@@ -17,6 +17,23 @@ from open_clip import zero_shot_metadata as z
 
 HERE = Path(__file__).resolve().parent
 
+COCO80 = (  # the 80 COCO detection categories, in category-id order
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
+
+# ELEVATER's per-dataset metric (CLIP_benchmark dataset names); accuracy everywhere else.
+ELEVATER_METRICS = {"caltech101": "mean_per_class_recall", "fgvc_aircraft": "mean_per_class_recall",
+                    "flowers": "mean_per_class_recall", "pets": "mean_per_class_recall",
+                    "voc2007_multilabel": "mean_average_precision_11pt", "hateful_memes": "roc_auc"}
+
 
 def main(clip_benchmark_dir: str) -> None:
     datasets = Path(clip_benchmark_dir) / "datasets"
@@ -30,9 +47,11 @@ def main(clip_benchmark_dir: str) -> None:
             "simple_imagenet": [t("{c}") for t in z.SIMPLE_IMAGENET_TEMPLATES],
             **{name: list(ts) for name, ts in sorted(templates.items()) if name != "dummy"},
         },
-        "classnames": {"imagenet1k": list(z.IMAGENET_CLASSNAMES),
+        "classnames": {"imagenet1k": list(z.IMAGENET_CLASSNAMES), "coco80": list(COCO80),
                        **{name: list(cs) for name, cs in sorted(classnames.items()) if name != "imagenet1k"}},
+        "metrics": ELEVATER_METRICS,
     }
+    assert len(domains["classnames"]["coco80"]) == 80, len(domains["classnames"]["coco80"])
     (HERE / "domains.json").write_text(json.dumps(domains, indent=1, ensure_ascii=False) + "\n")
 
 

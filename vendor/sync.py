@@ -1,7 +1,7 @@
 """Copy the shared pieces in vendor/ into the packages that use them (run by `nox -s vendor`).
 
 - manifests.py → `_manifests.py` in every package (the manifest contract);
-- domains.json → `domains.json` in react-index (built-in class names and templates).
+- domains.json → `domains.json` in react-index and react-eval (built-in class names, templates, metrics).
 
 `--check` exits non-zero when a copy differs from what this script would write.
 """
@@ -18,11 +18,12 @@ def _pkg(name: str) -> Path:
 
 
 COPIES = [(ROOT / "vendor" / "manifests.py", _pkg(n) / "_manifests.py", HEADER) for n in ("index", "tune", "eval")]
-COPIES += [(ROOT / "vendor" / "domains.json", _pkg("index") / "domains.json", "")]
+COPIES += [(ROOT / "vendor" / "domains.json", _pkg(n) / "domains.json", "") for n in ("index", "eval")]
 
 
 def main(argv=sys.argv[1:]) -> int:
-    stale = [(src, dst, head) for src, dst, head in COPIES if not dst.exists() or dst.read_text() != head + src.read_text()]
+    stale = [(src, dst, head) for src, dst, head in COPIES
+             if not dst.exists() or dst.read_text() != head + src.read_text()]
     if "--check" in argv:
         for src, dst, _ in stale:
             print(f"{dst.relative_to(ROOT)} differs from {src.relative_to(ROOT)}; run `nox -s vendor`")

@@ -36,12 +36,15 @@ def _scene(world: World, rng: np.random.Generator):
             world.backgrounds[rng.integers(len(world.backgrounds))])
 
 
-def classification_samples(world: World, per_class: int, image_size: int, classes=None):
+TRAIN_OFFSET = 500_000  # train-split images draw from indices the test split never reaches
+
+
+def classification_samples(world: World, per_class: int, image_size: int, classes=None, first: int = 0):
     """(class index, class name, JPEG bytes) for `per_class` images of each class, classes sorted by name."""
     names = sorted(classes or world.shapes)
     for c, shape in enumerate(names):
         for i in range(per_class):
-            rng = world.rng(STREAM_CLASSIFICATION, world.shapes.index(shape) * 1_000_000 + i)
+            rng = world.rng(STREAM_CLASSIFICATION, world.shapes.index(shape) * 1_000_000 + first + i)
             colour, texture, bg = _scene(world, rng)
             radius = image_size * rng.uniform(0.22, 0.4)
             cx, cy = rng.uniform(radius, image_size - radius, 2)
@@ -57,10 +60,12 @@ def _class_info(world: World, names: list[str]) -> dict:
 
 
 def write_classification_folder(out_dir, world: World, per_class: int = 20, image_size: int = 64,
-                                classes=None) -> Path:
+                                classes=None, split: str = "test") -> Path:
+    """The image-folder set; `split="train"` draws other images of the same classes (for linear probes)."""
     out = Path(out_dir)
     names = sorted(classes or world.shapes)
-    for i, (_, shape, data) in enumerate(classification_samples(world, per_class, image_size, classes)):
+    first = TRAIN_OFFSET if split == "train" else 0
+    for i, (_, shape, data) in enumerate(classification_samples(world, per_class, image_size, classes, first)):
         write_file(out / shape / f"{i % per_class:05d}.jpg", data)
     write_file(out / "classnames.txt", ("\n".join(names) + "\n").encode())
     write_file(out / "templates.txt", ("\n".join(TEMPLATES) + "\n").encode())

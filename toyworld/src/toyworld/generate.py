@@ -21,7 +21,8 @@ PRESETS = {
 
 
 def write_world(root: str | Path, preset: str = "tiny", seed: int = 0, broken: tuple[str, ...] = ()) -> dict:
-    """Write `root/corpus/` and `root/eval/{classification,classification_wds,retrieval,detection}/`.
+    """Write `root/corpus/` and the eval sets under `root/eval/`: classification (+ its _train split and
+    _wds copy), retrieval, detection.
 
     A rerun with the same arguments finds `root/toyworld-done.json` and returns at once.
     """
@@ -37,6 +38,7 @@ def write_world(root: str | Path, preset: str = "tiny", seed: int = 0, broken: t
     write_corpus(root / "corpus", world, p["n_samples"], p["samples_per_shard"], p["image_size"], broken)
     ev = root / "eval"
     write_classification_folder(ev / "classification", world, p["per_class"], p["image_size"])
+    write_classification_folder(ev / "classification_train", world, p["per_class"], p["image_size"], split="train")
     write_classification_wds(ev / "classification_wds", world, p["per_class"], p["image_size"])
     write_retrieval(ev / "retrieval", world, p["retrieval_images"], image_size=p["image_size"])
     write_detection(ev / "detection", world, p["detection_images"], p["detection_size"])
