@@ -54,7 +54,9 @@ def test_a_step_changes_only_the_trainable_parameters(tiny_weights, toy_retrieva
     before = base.state_dict()
     for variant in ("gated-image", "locked-text"):
         out = tmp_path / variant
-        manifest = train(_config(toy_retrieval, tiny_weights, out, variant=variant, steps=1, lr=1e-3, warmup=0))
+        augment = "react" if variant == "locked-text" else "open_clip"  # both transforms run
+        manifest = train(_config(toy_retrieval, tiny_weights, out, variant=variant, steps=1, lr=1e-3, warmup=0,
+                                 augment=augment))
         model, *_ = load_model(str(out))
         after = {k.replace(".host.", "."): v for k, v in model.state_dict().items() if ".gate." not in k}
         changed = {k for k in before if not torch.equal(before[k], after[k])}

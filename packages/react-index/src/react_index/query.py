@@ -74,8 +74,9 @@ class Queries:
         return Queries(present, ["ensemble"] * len(present), sums[present])
 
 
-def open_index(index_dir: str):
-    """(index manifest, store, {modality: faiss index with its tuned search parameters applied})."""
+def open_index(index_dir: str, modalities=None):
+    """(index manifest, store, {modality: faiss index with its tuned search parameters applied}), loading only
+    the indexes of `modalities` (default: all)."""
     index_dir = index_dir.rstrip("/")
     manifest = read_manifest(f"{index_dir}/manifest.json", INDEX)
     store_uri = manifest["lineage"][0]["uri"].rsplit("/", 1)[0] if manifest["lineage"] else f"{index_dir}/store"
@@ -84,6 +85,8 @@ def open_index(index_dir: str):
     fs, path = fsspec.core.url_to_fs(index_dir)
     local = isinstance(fs, LocalFileSystem)
     for modality, entry in manifest["indexes"].items():
+        if modalities is not None and modality not in modalities:
+            continue
         file = f"{path}/{entry['file']}" if local else fsspec.open_local(f"simplecache::{index_dir}/{entry['file']}")
         index = faiss.read_index(file, faiss.IO_FLAG_ONDISK_SAME_DIR if entry.get("on_disk") else 0)
         for name, value in entry["search_params"].items():
@@ -256,9 +259,9 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
     """Run the domain's queries against the index and write the retrieval set `out` (+ sidecar)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    manifest, store, indexes = open_index(index_dir)
-    templates = templates if templates is not None else ([] if query_embeddings else load_templates(None))
     modes = ["t2i", "t2t"] + (["i2i"] if examples else []) if mode == "fusion" else [mode]
+    manifest, store, indexes = open_index(index_dir, {MODE_INDEX[m] for m in modes})
+    templates = templates if templates is not None else ([] if query_embeddings else load_templates(None))
     missing = sorted({MODE_INDEX[m] for m in modes} - set(indexes))
     if missing:
         raise ValueError(f"{index_dir}: mode {mode} needs the {' and '.join(missing)} index, which it lacks")
