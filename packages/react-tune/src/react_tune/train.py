@@ -183,7 +183,7 @@ def train(cfg: TrainConfig) -> dict | None:
                 bar.update(1)
                 if step % cfg.log_every == 0 or step == total:
                     _log(log_path, {"step": step, "loss": step_loss, "lr": lr,
-                                    "logit_scale": float(model.logit_scale.exp()), "samples_per_s": rate,
+                                    "logit_scale": float(model.logit_scale.detach().exp()), "samples_per_s": rate,
                                     "gates": gates})
             if main and (step % cfg.save_every == 0 or step == total):
                 save_state(cfg.out, step, trainable_state(model), opt, {"skipped": skipped})
