@@ -2,19 +2,6 @@ import pytest
 from manifest_cases import write_retrieval_fixture
 from toy_retrieval import toy_rows
 
-from toyworld.models import CONFIG_DIR, TINY, register_configs, save_random_init
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory):
-    register_configs()
-    return save_random_init(TINY, tmp_path_factory.mktemp("weights") / "tiny.safetensors", seed=0)
-
-
-@pytest.fixture(scope="session")
-def model_config():
-    return str(CONFIG_DIR / f"{TINY}.json")
-
 
 @pytest.fixture(scope="session")
 def toy_retrieval(tmp_path_factory, toy_root):
