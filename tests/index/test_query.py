@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from builtin_domains import ELEVATER, FROM_OPENAI_PROMPTS, VOC2007
 
 from react_index._manifests import read_retrieval_manifest
 from react_index.build import build_index
-from react_index.domain import TargetClass, load_classes, load_templates
+from react_index.domain import TargetClass, builtin, load_classes, load_templates
 from react_index.precomputed import ingest_precomputed
 from react_index.query import RRF_K, Selection, retrieve
 from react_index.store import open_store
@@ -188,3 +189,17 @@ def test_domains_from_files_and_built_in_sets(tmp_path):
     (tmp_path / "d.txt").write_text("a\nb\na\n")
     with pytest.raises(ValueError, match="repeated: a"):
         load_classes(str(tmp_path / "d.txt"))
+
+
+@pytest.mark.parametrize("name", sorted({*ELEVATER, *builtin()["metrics"], *FROM_OPENAI_PROMPTS}))
+def test_every_elevater_dataset_is_a_built_in_domain(name):
+    """`--classes NAME --templates NAME` resolve for every ELEVATER dataset (and every one with a metric)."""
+    classes = load_classes(name)  # a name that is not built in is read as a file, and fails
+    assert [c.name for c in classes] == builtin()["classnames"][name] and len(classes) >= 2
+    templates = load_templates(name)  # an unknown set raises "unknown template set"
+    assert templates and all("{c}" in t for t in templates)
+    if name in FROM_OPENAI_PROMPTS:
+        n, first, last = FROM_OPENAI_PROMPTS[name]
+        assert (len(classes), classes[0].name, classes[-1].name) == (n, first, last)
+    if name.startswith("voc2007"):
+        assert [c.name for c in classes] == VOC2007

@@ -2,7 +2,8 @@
 
 Built-in sets (`domains.json`, see vendor/make_domains.py): templates `openai_imagenet` (80),
 `simple_imagenet` (7) and one set per CLIP_benchmark / ELEVATER dataset (`pets`, `food101`, …);
-class names `imagenet1k` (the 1,000 OpenAI names) and those CLIP_benchmark ships.
+class names `imagenet1k` (the 1,000 OpenAI names), `coco80` and one set per CLIP_benchmark / ELEVATER
+dataset (those CLIP_benchmark ships, and from OpenAI CLIP's prompts.md those it reads from torchvision).
 """
 
 from __future__ import annotations
