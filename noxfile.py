@@ -85,6 +85,13 @@ def demo(session):
 
 
 @nox.session
+def docs(session):
+    """Regenerate docs/cli.md from the three CLIs' click definitions (a test fails when it is stale)."""
+    _install_all(session)
+    session.run("python", "scripts/gen_cli_docs.py", *session.posargs)
+
+
+@nox.session
 def bench(session):
     """Speed benchmarks, side by side with peer tools (docs/benchmarks.md); results in bench-out/results.json.
 
