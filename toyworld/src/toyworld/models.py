@@ -12,8 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 TINY = "react-tiny-vit"  # 32 px, 4-layer ViT, 2-layer text tower, embed_dim 64: unit tests
-TOY = "react-toy-vit"  # 64 px, 6-layer ViT, 4-layer text tower, embed_dim 128: demo and reproduction
+TOY = "react-toy-vit"  # 64 px, 6-layer ViT, 4-layer text tower, embed_dim 128: a bigger random-init model
+BASE = "react-toy-base"  # react-tiny-vit's shape, pretrained on the toy corpus (toyworld.pretrain): the demo's base
 
 
 def register_configs() -> list[str]:
@@ -38,3 +40,11 @@ def load_from_file(model_name: str, path: str | Path):
     """Load through open_clip's own pretrained-file path, as `--pretrained FILE` does for a user."""
     register_configs()
     return open_clip.create_model_and_transforms(model_name, pretrained=str(path))
+
+
+def base_weights() -> Path:
+    """The committed toy-pretrained base CLIP (`BASE`), made by `python -m toyworld.pretrain` (see its docstring)."""
+    path = WEIGHTS_DIR / f"{BASE}.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; recreate it with: python -m toyworld.pretrain --commit")
+    return path

@@ -1,0 +1,60 @@
+"""The committed toy-pretrained base CLIP: it is what `toyworld.pretrain` makes, and it has the long-tail weakness
+the REACT demo and reproduction rely on."""
+
+from dataclasses import asdict
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from toyworld import write_world  # noqa: E402
+from toyworld.models import BASE, base_weights, load_from_file  # noqa: E402
+from toyworld.pretrain import (  # noqa: E402
+    FINGERPRINT_STEP,
+    PretrainConfig,
+    fingerprints_match,
+    pretrain,
+    read_summary,
+    zero_shot_by_class,
+)
+
+
+@pytest.fixture(scope="module")
+def demo_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo-world")
+    write_world(root, "demo")
+    return root
+
+
+def test_committed_base_was_made_by_the_default_pretraining_config():
+    summary = read_summary(base_weights())
+    assert summary["config"] == asdict(PretrainConfig())
+    assert summary["fingerprint_step"] == FINGERPRINT_STEP and summary["final_loss"] < 3.0
+    _, _, preprocess = load_from_file(BASE, base_weights())  # through open_clip's --pretrained FILE path
+    assert preprocess.transforms[0].size == 32
+
+
+def test_pretraining_still_reproduces_the_committed_weights(demo_world):
+    """Rerun the first steps of the committed run: same init, same batches, same updates, same fingerprint."""
+    committed = read_summary(base_weights())
+    rerun = pretrain(demo_world, None, PretrainConfig(**committed["config"]), log=lambda _: None,
+                     stop_after=FINGERPRINT_STEP)
+    assert fingerprints_match(rerun["fingerprint"], committed["fingerprint"])
+    other_seed = pretrain(demo_world, None, PretrainConfig(**committed["config"] | {"seed": 1}), log=lambda _: None,
+                          stop_after=FINGERPRINT_STEP)
+    assert not fingerprints_match(other_seed["fingerprint"], committed["fingerprint"])  # the check can fail
+
+
+def test_base_is_good_on_common_shapes_and_weak_on_rare_ones(demo_world):
+    accuracy = zero_shot_by_class(BASE, base_weights(), demo_world / "eval" / "classification")
+    shapes = list(demo_world_shapes())
+    common, rare = shapes[:4], shapes[-4:]
+    mean = lambda names: sum(accuracy[n] for n in names) / len(names)  # noqa: E731
+    assert mean(common) > mean(rare) + 0.2, accuracy
+    assert mean(common) > 0.5, accuracy
+
+
+def demo_world_shapes():
+    from toyworld import World
+
+    return World().shapes  # in corpus-frequency order, most common first
