@@ -85,6 +85,20 @@ def demo(session):
 
 
 @nox.session
+def reproduce(session):
+    """The toy-scale REACT reproduction (docs/reproduction.md): about an hour on 2 CPU cores; not part of CI."""
+    _install_all(session)
+    session.run("python", "scripts/reproduce.py", *session.posargs)
+
+
+@nox.session
+def pretrain(session):
+    """Remake the committed toy-pretrained base CLIP (toyworld/src/toyworld/weights/) from scratch."""
+    _install_all(session)
+    session.run("python", "-m", "toyworld.pretrain", "demo-out/world", "--commit", *session.posargs)
+
+
+@nox.session
 def docs(session):
     """Regenerate docs/cli.md from the three CLIs' click definitions (a test fails when it is stale)."""
     _install_all(session)

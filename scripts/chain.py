@@ -82,11 +82,13 @@ def tune(cfg: ChainConfig, rows: Path, weights: Path, name: str) -> Path:
     ckpt = cfg.out / "checkpoints" / name
     t0, done = time.perf_counter(), (ckpt / "manifest.json").exists()
     if not done:
+        n_rows = json.loads(Path(f"{rows}.json").read_text())["rows"]
+        batch = min(cfg.batch_size, n_rows)  # a small retrieval set trains in smaller contrastive batches
         lr = ["--lr", cfg.lr] if cfg.lr else []
         resume = ["--resume"] if ckpt.exists() else []  # an interrupted run continues where it stopped
         _cli("react-tune", "train", "--manifest", rows, "--model", BASE, "--pretrained", weights,
              "--model-config", MODEL_CONFIG, "--out", ckpt, "--variant", cfg.variant, "--steps", cfg.steps,
-             "--batch-size", cfg.batch_size, "--workers", "1", "--seed", cfg.seed, "--log-every", "25",
+             "--batch-size", batch, "--workers", "1", "--seed", cfg.seed, "--log-every", "25",
              "--save-every", "100", *lr, *resume)
     _step(4, 7, "react-tune train", ckpt, t0, done)
     return ckpt

@@ -60,15 +60,17 @@ def run(model: str, dataset: str, task: str, out: str, pretrained: str | None = 
     ds = _dataset(task, dataset, options)
     uri = f"{out.rstrip('/')}/{result_name(model, pretrained, ds.name, task)}"
     fs, path = fsspec.core.url_to_fs(uri)
+    loaded = loaded or load(model, pretrained, device)
     if fs.exists(path):
         try:
             previous = read_manifest(uri, EVAL_RESULT)
-            if previous["dataset_checksum"] == ds.checksum and previous["model_spec"] == model:
+            # same data, same model spec, and the same model behind it (a retrained checkpoint has a new id)
+            if previous["dataset_checksum"] == ds.checksum and previous["model_spec"] == model and \
+                    previous["lineage"] == loaded.get("lineage", []):
                 print(f"{uri}: already evaluated, skipping")
                 return previous
         except ManifestError:
             pass  # unreadable or stale: evaluate again
-    loaded = loaded or load(model, pretrained, device)
     start = time.perf_counter()
     metrics, details = evaluate(loaded, task, ds, options, device)
     n = len(ds.images) if hasattr(ds, "images") else len(ds.coco["annotations"])

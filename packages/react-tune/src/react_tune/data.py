@@ -66,22 +66,23 @@ def react_augmentation(image_size: int, mean, std):
 
 
 class RetrievalImages(Dataset):
-    """Item i: (transformed image or None if undecodable, i). Captions are looked up by the trainer."""
+    """Item `epoch * rows + row`: (transformed image or None if undecodable, row). Captions are looked up by the
+    trainer. Encoding the epoch in the index lets one DataLoader (one set of workers) serve the whole run."""
 
-    def __init__(self, rows: dict, transform):
-        self.rows, self.transform = rows, transform
-        self.epoch_seed = (0, 0)  # (seed, epoch): set by the trainer each epoch
+    def __init__(self, rows: dict, transform, seed: int = 0):
+        self.rows, self.transform, self.seed = rows, transform, seed
 
-    def _seed(self, i: int) -> None:
+    def _seed(self, epoch: int, i: int) -> None:
         """Augmentation randomness depends only on (seed, epoch, row): any worker, any resume, same crops."""
-        torch.manual_seed(int(np.random.SeedSequence([*self.epoch_seed, i]).generate_state(1)[0]))
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]))
 
     def __len__(self) -> int:
         return len(self.rows["sample_id"])
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, index: int):
         r = self.rows
-        self._seed(i)
+        epoch, i = divmod(index, len(self))
+        self._seed(epoch, i)
         try:
             data = read_image_bytes(r["image_uri"][i], r["image_offset"][i], r["image_length"][i])
             with Image.open(io.BytesIO(data)) as img:
@@ -100,23 +101,26 @@ def collate(items):
 
 
 class EpochSampler(Sampler):
-    """A seeded permutation per epoch, starting `skip` positions in (for exact resume); each torchrun rank takes
-    an interleaved share of every global batch, so the global batch is the same for any number of ranks."""
+    """A seeded permutation per epoch, for `epochs` epochs from `epoch` on, starting `skip` positions into the first
+    (for exact resume); yields `epoch * n + row`. Each torchrun rank takes an interleaved share of every global
+    batch, so the global batch is the same for any number of ranks; each epoch's last partial batch is dropped."""
 
     def __init__(self, n: int, seed: int, epoch: int, skip: int = 0, rank: int = 0, world: int = 1,
-                 global_batch: int = 1):
-        self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
+                 global_batch: int = 1, epochs: int = 1):
+        self.n, self.seed, self.epoch, self.skip, self.epochs = n, seed, epoch, skip, epochs
         self.rank, self.world, self.global_batch = rank, world, global_batch
 
-    def order(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def _usable(self) -> int:
+        return (self.n // self.global_batch) * self.global_batch
 
     def __iter__(self):
-        order = self.order()
-        usable = (self.n // self.global_batch) * self.global_batch  # the last partial batch is dropped
-        batches = order[self.skip:usable].reshape(-1, self.global_batch)
-        return iter(batches[:, self.rank::self.world].ravel().tolist())
+        for epoch in range(self.epoch, self.epoch + self.epochs):
+            start = self.skip if epoch == self.epoch else 0
+            batches = self.order(epoch)[start:self._usable()].reshape(-1, self.global_batch)
+            yield from (epoch * self.n + batches[:, self.rank::self.world].ravel()).tolist()
 
     def __len__(self) -> int:
-        usable = (self.n // self.global_batch) * self.global_batch
-        return max(0, usable - self.skip) // self.world
+        return (max(0, self._usable() - self.skip) + (self.epochs - 1) * self._usable()) // self.world

@@ -117,7 +117,7 @@ def train(cfg: TrainConfig) -> dict | None:
     transform = react_augmentation(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple)
                                    else model.visual.image_size, mean, std) if cfg.augment == "react" \
         else preprocess_train
-    dataset = RetrievalImages(rows, transform)
+    dataset = RetrievalImages(rows, transform, cfg.seed)
 
     opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=peak, betas=(0.9, 0.98), eps=1e-6)
     position = load_state(cfg.out, model, opt) if cfg.resume else None
@@ -140,55 +140,54 @@ def train(cfg: TrainConfig) -> dict | None:
     model.train()
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
     last_loss, seen, t0 = None, 0, time.perf_counter()
+    epoch, in_epoch = divmod(step, steps_per_epoch)
+    sampler = EpochSampler(n, cfg.seed, epoch, in_epoch * cfg.batch_size, rank, world, micro,
+                           epochs=math.ceil((total - step + in_epoch) / steps_per_epoch))
+    loader = DataLoader(dataset, batch_size=micro // world, sampler=sampler, num_workers=cfg.workers,
+                        collate_fn=collate, drop_last=True, persistent_workers=False)  # one loader for the whole run
+    batches = iter(loader)
     while step < total:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        dataset.epoch_seed = (cfg.seed, epoch)
-        sampler = EpochSampler(n, cfg.seed, epoch, in_epoch * cfg.batch_size, rank, world, micro)
-        loader = DataLoader(dataset, batch_size=micro // world, sampler=sampler, num_workers=cfg.workers,
-                            collate_fn=collate, drop_last=True, persistent_workers=False)
-        batches = iter(loader)
-        while step < total and in_epoch < steps_per_epoch:
-            lr = lr_at(step, total, warmup, peak)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for _ in range(cfg.accum):
-                images, row_ids, bad = next(batches)
-                skipped["corrupt_image"] = skipped.get("corrupt_image", 0) + len(bad)
-                if images is None:
-                    continue
-                with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
-                    image_features = _encode_images(ddp, images.to(device, non_blocking=True))
-                    if cfg.text_cache:
-                        text_features = texts[row_ids].to(device)
-                    else:  # the uncached path, kept to measure what the cache saves
-                        with torch.no_grad():
-                            tokens = tokenizer([rows["caption"][i] for i in row_ids.tolist()]).to(device)
-                            text_features = model.encode_text(tokens, normalize=True)
-                    loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp())
-                scaler.scale(loss / cfg.accum).backward()
-                step_loss += float(loss.detach()) / cfg.accum
-                seen += len(row_ids) * world
-            scaler.step(opt)
-            scaler.update()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
-            step, in_epoch, last_loss = step + 1, in_epoch + 1, step_loss
-            if main:
-                rate = seen / (time.perf_counter() - t0)
-                gates = gate_values(model)
-                bar.set_postfix(loss=f"{step_loss:.3f}", samples_s=f"{rate:.0f}",
-                                gate=f"{np.mean(np.abs(list(gates.values()))) if gates else 0:.3f}")
-                bar.update(1)
-                if step % cfg.log_every == 0 or step == total:
-                    _log(log_path, {"step": step, "loss": step_loss, "lr": lr,
-                                    "logit_scale": float(model.logit_scale.detach().exp()), "samples_per_s": rate,
-                                    "gates": gates})
-            if main and (step % cfg.save_every == 0 or step == total):
-                save_state(cfg.out, step, trainable_state(model), opt, {"skipped": skipped})
-            if world > 1:
-                dist.barrier()
+        lr = lr_at(step, total, warmup, peak)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for _ in range(cfg.accum):
+            images, row_ids, bad = next(batches)
+            skipped["corrupt_image"] = skipped.get("corrupt_image", 0) + len(bad)
+            if images is None:
+                continue
+            with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
+                image_features = _encode_images(ddp, images.to(device, non_blocking=True))
+                if cfg.text_cache:
+                    text_features = texts[row_ids].to(device)
+                else:  # the uncached path, kept to measure what the cache saves
+                    with torch.no_grad():
+                        tokens = tokenizer([rows["caption"][i] for i in row_ids.tolist()]).to(device)
+                        text_features = model.encode_text(tokens, normalize=True)
+                loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp())
+            scaler.scale(loss / cfg.accum).backward()
+            step_loss += float(loss.detach()) / cfg.accum
+            seen += len(row_ids) * world
+        scaler.step(opt)
+        scaler.update()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+        step, last_loss = step + 1, step_loss
+        if main:
+            rate = seen / (time.perf_counter() - t0)
+            gates = gate_values(model)
+            bar.set_postfix(loss=f"{step_loss:.3f}", samples_s=f"{rate:.0f}",
+                            gate=f"{np.mean(np.abs(list(gates.values()))) if gates else 0:.3f}")
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                _log(log_path, {"step": step, "loss": step_loss, "lr": lr,
+                                "logit_scale": float(model.logit_scale.detach().exp()), "samples_per_s": rate,
+                                "gates": gates})
+        if main and (step % cfg.save_every == 0 or step == total):
+            save_state(cfg.out, step, trainable_state(model), opt, {"skipped": skipped})
+        if world > 1:
+            dist.barrier()
     bar.close()
     if world > 1:
         totals = torch.tensor([skipped.get("corrupt_image", 0)])
