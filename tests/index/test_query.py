@@ -203,3 +203,26 @@ def test_every_elevater_dataset_is_a_built_in_domain(name):
         assert (len(classes), classes[0].name, classes[-1].name) == (n, first, last)
     if name.startswith("voc2007"):
         assert [c.name for c in classes] == VOC2007
+
+
+def test_large_k_on_an_ivf_index_probes_enough_lists(tmp_path):
+    """REACT asks for thousands of neighbours per prompt; an IVF index tuned for top-10 would pad with -1."""
+    from stores import make_store
+
+    store, image, _ = make_store(tmp_path, 4000, D, 2000, n_clusters=40)
+    index = build_index(str(store), str(tmp_path / "index"), index_key="IVF64,Flat", modalities=["image"],
+                        queries=50)
+    nprobe = index["indexes"]["image"]["search_params"]["nprobe"]
+    k = 1500
+    assert nprobe * 4000 / 64 < k  # the tuned nprobe alone reaches fewer than k vectors
+    queries = _unit(image[[0, 1]].astype(np.float32))
+    np.save(tmp_path / "q.npy", queries)
+    out = tmp_path / "r.parquet"
+    retrieve(str(tmp_path / "index"), CLASSES[:2], str(out), [], "t2i", Selection(k=k),
+             query_embeddings=str(tmp_path / "q.npy"))
+    rows = pq.read_table(out, columns=["class_name", "sample_id"])
+    names, ids = np.array(rows.column("class_name")), rows.column("sample_id").to_numpy()
+    assert {c: int((names == c).sum()) for c in ("red", "green")} == {"red": k, "green": k}
+    exact = np.argsort(-(image.astype(np.float32) @ queries[0]), kind="stable")[:100]
+    found = set(ids[names == "red"].tolist())
+    assert len(found & set(exact.tolist())) >= 95  # the top of the list is still (nearly) exact

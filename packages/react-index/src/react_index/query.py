@@ -15,6 +15,7 @@ Memory grows with the number of candidates and selected samples, never with the 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -133,8 +134,26 @@ def example_queries(examples: str, classes: list[TargetClass], encoder) -> Queri
     return Queries(np.array(cls), labels, encoder.images(data))
 
 
+def probe_enough_lists(index, k: int) -> int | None:
+    """An IVF index scans only `nprobe` inverted lists per query; for a large k (REACT retrieves thousands per
+    prompt) those lists may hold fewer than k vectors, and faiss pads the answer with -1. Probe lists holding
+    about 2k vectors on average, never fewer than the tuned nprobe. Returns the new nprobe, None if unchanged."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:  # not an IVF index: Flat is exact, HNSW searches max(efSearch, k)
+        return None
+    needed = min(ivf.nlist, math.ceil(2 * k * ivf.nlist / max(1, ivf.ntotal)))
+    if needed <= ivf.nprobe:
+        return None
+    ivf.nprobe = needed
+    return needed
+
+
 def search(index, queries: Queries, k: int, batch: int = 1024):
     """Candidates (class, sample id, score, query index) of the k nearest neighbours of every query."""
+    widened = probe_enough_lists(index, k)
+    if widened:
+        print(f"  k={k}: probing {widened} inverted lists per query (the tuned nprobe reaches fewer than 2k vectors)")
     cls, ids, scores, qidx = [], [], [], []
     for lo in tqdm(range(0, len(queries.vectors), batch), desc="search", unit="batch", dynamic_ncols=True):
         d, i = index.search(np.ascontiguousarray(queries.vectors[lo:lo + batch]), k)
