@@ -12,6 +12,14 @@ def toy_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def demo_world(tmp_path_factory):
+    """The demo-sized toy world (12,000 corpus pairs): the one the committed base CLIP was pretrained on."""
+    root = tmp_path_factory.mktemp("demo-world")
+    write_world(root, "demo", seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
     """A random-init react-tiny-vit saved as safetensors, as a user's --pretrained FILE (torch tests only)."""
     from toyworld.models import TINY, register_configs, save_random_init  # torch: imported only when used

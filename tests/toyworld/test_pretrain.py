@@ -7,7 +7,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from toyworld import write_world  # noqa: E402
 from toyworld.models import BASE, base_weights, load_from_file  # noqa: E402
 from toyworld.pretrain import (  # noqa: E402
     FINGERPRINT_STEP,
@@ -17,13 +16,6 @@ from toyworld.pretrain import (  # noqa: E402
     read_summary,
     zero_shot_by_class,
 )
-
-
-@pytest.fixture(scope="module")
-def demo_world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo-world")
-    write_world(root, "demo")
-    return root
 
 
 def test_committed_base_was_made_by_the_default_pretraining_config():
