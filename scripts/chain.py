@@ -28,8 +28,8 @@ class ChainConfig:
     out: Path
     preset: str = "demo"
     target: tuple[str, ...] = field(default_factory=lambda: World().rare_shapes(4))
-    k: int = 100  # neighbours per template per class
-    mode: str = "t2i"
+    k: int = 10  # neighbours per template per class
+    mode: str = "t2t"  # why not t2i (REACT's default): docs/reproduction.md
     variant: str = "gated-image"
     steps: int = 300
     batch_size: int = 128
@@ -137,7 +137,8 @@ def run_chain(cfg: ChainConfig) -> dict:
     index = build_index(cfg.out, cfg.preset, weights)
     name = f"{cfg.mode}-k{cfg.k}"
     rows = retrieve(cfg, index, name)
-    ckpt = tune(cfg, rows, weights, f"{cfg.variant}-{name}-s{cfg.seed}" + (f"-lr{cfg.lr:g}" if cfg.lr else ""))
+    lr = f"-lr{cfg.lr:g}" if cfg.lr else ""
+    ckpt = tune(cfg, rows, weights, f"{cfg.variant}-{name}-s{cfg.seed}-{cfg.steps}steps{lr}")
     models = {"base": ["--model", BASE, "--pretrained", weights], "customized": ["--model", f"react:{ckpt}"]}
     results = evaluate(cfg.out, models)
     html = report(cfg.out, results)
