@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from react_index.build import build_index
 from react_index.cli import main
-from react_index.indexkey import choose_index_key, estimate_memory, parse_memory
+from react_index.indexkey import choose_index_key, estimate_memory, parse_memory, training_size
 from react_index.manifest import INDEX, read_manifest
 from react_index.store import open_store
 
@@ -21,9 +21,16 @@ def test_index_choice_follows_the_guidelines_and_the_budget():
     assert choose_index_key(50_000, 512, 4 * GIB) == "IVF1024,Flat"
     assert choose_index_key(100_000, 512, 4 * GIB) == "IVF1024,SQ8"
     assert choose_index_key(1_000_000, 512, 4 * GIB) == "IVF4096,SQ8"
-    assert choose_index_key(1_000_000, 512, 400 * 2**20) == "OPQ64_256,IVF16384_HNSW32,PQ64x8"
-    key = choose_index_key(100_000_000, 512, 4 * GIB)
-    assert key.startswith("OPQ") and "IVF262144_HNSW32" in key and estimate_memory(key, 10**8, 512) <= 0.8 * 4 * GIB
+    # PQ indexes: as many lists as the guidelines want, but never more than the training sample that fits a
+    # quarter of the budget can train with 39 points each (400M / 4 / 2 KB = 51,200 points -> 1,024 lists)
+    assert choose_index_key(1_000_000, 512, 400 * 2**20) == "OPQ64_256,IVF1024,PQ64x8"
+    assert choose_index_key(10_000_000, 512, 4 * GIB) == "OPQ64_256,IVF8192,PQ64x8"
+    assert choose_index_key(400_000_000, 512, 64 * GIB) == "OPQ64_256,IVF131072_HNSW32,PQ64x8"  # LAION-400M
+    for n, budget in ((10**7, 4 * GIB), (10**8, 4 * GIB), (10**8, 16 * GIB), (4 * 10**8, 64 * GIB)):
+        key = choose_index_key(n, 512, budget)
+        lists = int(key.split("IVF")[1].split("_")[0].split(",")[0])
+        assert training_size(key, n, 512, budget) >= 39 * lists, key
+        assert estimate_memory(key, n, 512) <= 0.8 * budget
     with pytest.raises(ValueError, match="no index fits 4.00 GiB for 400,000,000 vectors"):
         choose_index_key(400_000_000, 512, 4 * GIB)
     assert parse_memory("4G") == 4 * GIB and parse_memory("512m") == 512 * 2**20 and parse_memory("1.5GB") == 1.5 * GIB

@@ -7,7 +7,8 @@
                                                             traffic than Flat, recall loss ≪ the tuning target
     otherwise         OPQ{m}_{4m},IVF{K}_HNSW32,PQ{m}x8     K = 2^16 (< 10M), 2^17 (< 100M), 2^18 (< 300M), 2^20
                       with the largest m that fits the budget
-K never exceeds n / 39 (faiss wants ≥ 39 training points per centroid).
+K never exceeds n / 39 (faiss wants ≥ 39 training points per centroid), nor the training sample that fits a
+quarter of the budget / 39: fewer, well-trained lists beat many lists trained on a handful of points each.
 """
 
 from __future__ import annotations
@@ -47,8 +48,7 @@ def ivf_lists(n: int, compressed: bool) -> int:
         k = 2**18
     else:
         k = 2**20
-    cap = 2 ** int(math.log2(max(n // MIN_POINTS_PER_CENTROID, 1)))
-    return max(1, min(k, cap))
+    return max(1, min(k, _pow2_floor(n // MIN_POINTS_PER_CENTROID)))
 
 
 def quantizer(k: int) -> str:
@@ -92,7 +92,7 @@ def choose_index_key(n: int, d: int, max_memory: int) -> str:
     for key in ((f"{ivf},Flat",) if n < 100_000 else ()) + (f"{ivf},SQ8",):
         if estimate_memory(key, n, d) <= budget:
             return key
-    k = ivf_lists(n, compressed=True)
+    k = min(ivf_lists(n, compressed=True), _pow2_floor(_training_fits(d, max_memory) // MIN_POINTS_PER_CENTROID))
     for m in PQ_CHOICES:
         dout = min(4 * m, d - d % m)
         key = f"OPQ{m}_{dout},{quantizer(k)},PQ{m}x8"
@@ -103,11 +103,20 @@ def choose_index_key(n: int, d: int, max_memory: int) -> str:
                      "raise --max-memory or build with --shards and on-disk lists")
 
 
+def _pow2_floor(x: int) -> int:
+    return 2 ** int(math.log2(max(x, 1)))
+
+
+def _training_fits(d: int, max_memory: int) -> int:
+    """Training vectors (float32) that fit the quarter of the budget set aside for them."""
+    return max(1, int(max_memory * 0.25) // (d * 4))
+
+
 def training_size(key: str, n: int, d: int, max_memory: int) -> int:
     """How many vectors to train on: 40 per centroid (guidelines: 30–256), and PQ needs ≥ 65,536."""
     ivf = re.search(r"IVF(\d+)", key)
     want = 40 * int(ivf.group(1)) if ivf else 0
     if "PQ" in key:
         want = max(want, 65_536)
-    fits = max(1, int(max_memory * 0.25) // (d * 4))  # the training sample takes at most a quarter of the budget
+    fits = _training_fits(d, max_memory)  # the training sample takes at most a quarter of the budget
     return min(n, want, fits) if want else 0
