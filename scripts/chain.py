@@ -50,9 +50,9 @@ def _step(n: int, total: int, name: str, out: Path, t0: float, skipped: bool) ->
 
 def build_index(out: Path, preset: str, weights: Path) -> Path:
     """Steps 1-2 of the chain (the toy world and its index), shared by every run over one world."""
-    t0 = time.perf_counter()
-    write_world(out / "world", preset)
-    _step(1, 7, "toy world", out / "world", t0, False)
+    t0, done = time.perf_counter(), (out / "world" / "toyworld-done.json").exists()
+    write_world(out / "world", preset)  # returns at once when this preset is already there
+    _step(1, 6, "toy world", out / "world", t0, done)
     index = out / "index"
     t0, done = time.perf_counter(), (index / "manifest.json").exists()
     if not done:
@@ -60,7 +60,7 @@ def build_index(out: Path, preset: str, weights: Path) -> Path:
         _cli("react-index", "build", f"{out}/world/corpus/{{{shards[0].stem}..{shards[-1].stem}}}.tar",
              "--out", index, "--model", BASE, "--pretrained", weights, "--model-config", MODEL_CONFIG,
              "--workers", "1", "--batch-size", "256")
-    _step(2, 7, "react-index build", index, t0, done)
+    _step(2, 6, "react-index build", index, t0, done)
     return index
 
 
@@ -74,7 +74,7 @@ def retrieve(cfg: ChainConfig, index: Path, name: str) -> Path:
         _cli("react-index", "query", "--index", index, "--classes", domain / "classes.txt",
              "--templates", cfg.out / "world" / "eval" / "classification" / "templates.txt",
              "--mode", cfg.mode, "--k", cfg.k, "--model-config", MODEL_CONFIG, "--out", rows, *cfg.query_extra)
-    _step(3, 7, "react-index query", rows, t0, done)
+    _step(3, 6, "react-index query", rows, t0, done)
     return rows
 
 
@@ -90,7 +90,7 @@ def tune(cfg: ChainConfig, rows: Path, weights: Path, name: str) -> Path:
              "--model-config", MODEL_CONFIG, "--out", ckpt, "--variant", cfg.variant, "--steps", cfg.steps,
              "--batch-size", batch, "--workers", "1", "--seed", cfg.seed, "--log-every", "25",
              "--save-every", "100", *lr, *resume)
-    _step(4, 7, "react-tune train", ckpt, t0, done)
+    _step(4, 6, "react-tune train", ckpt, t0, done)
     return ckpt
 
 
@@ -102,7 +102,7 @@ def evaluate(out: Path, models: dict[str, list[str]], step: int = 5) -> Path:
         _cli("react-eval", "run", *args, "--model-config", MODEL_CONFIG,
              "--dataset", out / "world" / "eval" / "classification", "--task", "zeroshot_classification",
              "--out", results, "--workers", "1", "--batch-size", "256")
-    _step(step, 7, "react-eval run", results, t0, False)
+    _step(step, 6, "react-eval run", results, t0, False)
     return results
 
 
@@ -110,7 +110,7 @@ def report(out: Path, results: Path) -> Path:
     t0 = time.perf_counter()
     html = out / "report.html"
     _cli("react-eval", "report", results, "--html", html)
-    _step(6, 7, "react-eval report", html, t0, False)
+    _step(6, 6, "react-eval report", html, t0, False)
     return html
 
 
