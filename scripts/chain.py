@@ -50,7 +50,8 @@ def _step(n: int, total: int, name: str, out: Path, t0: float, skipped: bool) ->
 
 def build_index(out: Path, preset: str, weights: Path) -> Path:
     """Steps 1-2 of the chain (the toy world and its index), shared by every run over one world."""
-    t0, done = time.perf_counter(), (out / "world" / "toyworld-done.json").exists()
+    marker = out / "world" / "toyworld-done.json"
+    t0, done = time.perf_counter(), marker.exists() and json.loads(marker.read_text()).get("preset") == preset
     write_world(out / "world", preset)  # returns at once when this preset is already there
     _step(1, 6, "toy world", out / "world", t0, done)
     index = out / "index"
