@@ -15,9 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+BLOCK = 100_000
 
-def clustered(n: int, d: int, seed: int = 0, n_clusters: int = 2000, noise: float = 0.6):
-    """(image vectors, text vectors) as float16 arrays of shape (n, d), rows L2-normalised."""
+
+def clustered_blocks(n: int, d: int, seed: int = 0, n_clusters: int = 2000, noise: float = 0.6):
+    """The vectors of `clustered` one block of BLOCK rows at a time: yields (first row, image, text), float16.
+    For sizes that do not fit in memory (10M × 512)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_clusters, d)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -25,15 +28,21 @@ def clustered(n: int, d: int, seed: int = 0, n_clusters: int = 2000, noise: floa
     assign = rng.choice(n_clusters, size=n, p=sizes / sizes.sum())
     gap = rng.standard_normal(d).astype(np.float32)
     gap /= np.linalg.norm(gap)
-    image = np.empty((n, d), np.float16)
-    text = np.empty((n, d), np.float16)
-    for lo in range(0, n, 100_000):
-        hi = min(n, lo + 100_000)
+    for lo in range(0, n, BLOCK):
+        hi = min(n, lo + BLOCK)
         x = centres[assign[lo:hi]] + noise / np.sqrt(d) * rng.standard_normal((hi - lo, d)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         t = x + 0.5 * gap + 0.5 / np.sqrt(d) * rng.standard_normal((hi - lo, d)).astype(np.float32)
         t /= np.linalg.norm(t, axis=1, keepdims=True)
-        image[lo:hi], text[lo:hi] = x, t
+        yield lo, x.astype(np.float16), t.astype(np.float16)
+
+
+def clustered(n: int, d: int, seed: int = 0, n_clusters: int = 2000, noise: float = 0.6):
+    """(image vectors, text vectors) as float16 arrays of shape (n, d), rows L2-normalised."""
+    image = np.empty((n, d), np.float16)
+    text = np.empty((n, d), np.float16)
+    for lo, x, t in clustered_blocks(n, d, seed, n_clusters, noise):
+        image[lo:lo + len(x)], text[lo:lo + len(t)] = x, t
     return image, text
 
 

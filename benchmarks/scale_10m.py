@@ -1,7 +1,7 @@
 """Index build at 10M vectors (docs/scaling.md): react-index embed + build, measured, beside a 1M run.
 
     nice -n 19 python benchmarks/scale_10m.py                  # 1M, then 10M, into bench-out/scale10m/
-    python benchmarks/scale_10m.py --sizes 200000 --check      # a quick trial (and the generator check)
+    python benchmarks/scale_10m.py --sizes 200000              # a quick trial
 
 For each size: 512-d clustered unit vectors from the generator of `clustered.py` (same model: 2,000
 Zipf-sized clusters plus noise), written in the clip-retrieval layout in shards of 1M rows, streaming
@@ -41,46 +41,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from benchlib import revision, tool
+from clustered import clustered_blocks
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
 DIM = 512
 ROWS_PER_FILE = 1_000_000
-BLOCK = 100_000  # clustered()'s block size: same RNG call order, so the same vectors
 N_QUERIES = 500
 K = 10
 THREADS = 2
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def clustered_blocks(n: int, d: int, seed: int = 0, n_clusters: int = 2000, noise: float = 0.6):
-    """clustered() one block at a time: yields (first row, image block, text block), float16.
-
-    Makes the same RNG calls in the same order as `clustered.clustered`, so the blocks concatenated
-    equal its output for the same arguments (`--check` verifies it).
-    """
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_clusters, d)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    sizes = 1.0 / np.arange(1, n_clusters + 1) ** 0.8
-    assign = rng.choice(n_clusters, size=n, p=sizes / sizes.sum())
-    gap = rng.standard_normal(d).astype(np.float32)
-    gap /= np.linalg.norm(gap)
-    for lo in range(0, n, BLOCK):
-        hi = min(n, lo + BLOCK)
-        x = centres[assign[lo:hi]] + noise / np.sqrt(d) * rng.standard_normal((hi - lo, d)).astype(np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        t = x + 0.5 * gap + 0.5 / np.sqrt(d) * rng.standard_normal((hi - lo, d)).astype(np.float32)
-        t /= np.linalg.norm(t, axis=1, keepdims=True)
-        yield lo, x.astype(np.float16), t.astype(np.float16)
-
-
-def check_generator(n: int = 250_000) -> None:
-    from clustered import clustered
-
-    image, text = clustered(n, DIM, seed=0)
-    for lo, x, t in clustered_blocks(n, DIM, seed=0):
-        assert np.array_equal(x, image[lo:lo + len(x)]) and np.array_equal(t, text[lo:lo + len(t)]), lo
-    print(f"generator check: clustered_blocks == clustered for n={n:,}")
 
 
 def write_layout(folder: Path, n: int, query_rows: np.ndarray) -> np.ndarray:
@@ -259,10 +228,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench-out" / "scale10m"))
     parser.add_argument("--max-memory", default="4G")
     parser.add_argument("--keep-data", action="store_true", help="keep the generated layout after ingest")
-    parser.add_argument("--check", action="store_true", help="first check the generator against clustered()")
     args = parser.parse_args(argv)
-    if args.check:
-        check_generator()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     results_file = root / "result.json"
