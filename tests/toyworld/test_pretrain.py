@@ -7,14 +7,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from toyworld.models import BASE, base_weights, load_from_file  # noqa: E402
+from toyworld.models import BASE, base_weights, load_from_file, register_configs  # noqa: E402
 from toyworld.pretrain import (  # noqa: E402
     FINGERPRINT_STEP,
     PretrainConfig,
     fingerprints_match,
     pretrain,
     read_summary,
-    zero_shot_by_class,
 )
 
 
@@ -37,8 +36,13 @@ def test_pretraining_still_reproduces_the_committed_weights(demo_world):
     assert not fingerprints_match(other_seed["fingerprint"], committed["fingerprint"])  # the check can fail
 
 
-def test_base_is_good_on_common_shapes_and_weak_on_rare_ones(demo_world):
-    accuracy = zero_shot_by_class(BASE, base_weights(), demo_world / "eval" / "classification")
+def test_base_is_good_on_common_shapes_and_weak_on_rare_ones(demo_world, tmp_path):
+    from react_eval.run import run
+
+    register_configs()
+    result = run(BASE, str(demo_world / "eval" / "classification"), "zeroshot_classification", str(tmp_path),
+                 pretrained=str(base_weights()))
+    accuracy = result["details"]["recall"]
     shapes = list(demo_world_shapes())
     common, rare = shapes[:4], shapes[-4:]
     mean = lambda names: sum(accuracy[n] for n in names) / len(names)  # noqa: E731

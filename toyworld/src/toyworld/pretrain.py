@@ -4,7 +4,7 @@ The toy world's stand-in for OpenAI's CLIP: open_clip's model, open_clip's ClipL
 random init on every pair of the toy corpus (long-tailed, noisy alt-text). Rare shapes are rare here too, so
 the resulting base is weak on them for the same reason a web-pretrained CLIP is weak on rare concepts.
 
-    python -m toyworld.pretrain WORLD_ROOT OUT.safetensors [--steps N] [--seed S] [--eval]
+    python -m toyworld.pretrain WORLD_ROOT OUT.safetensors [--steps N] [--seed S]
     python -m toyworld.pretrain WORLD_ROOT --commit     # remake the committed toyworld/weights file
 
 Deterministic for a given (world, arguments, torch build, thread count): batches come from a seeded generator,
@@ -153,32 +153,6 @@ def read_summary(weights: str | Path) -> dict:
         return json.loads(f.metadata()["toyworld_pretrain"])
 
 
-@torch.no_grad()
-def zero_shot_by_class(model_name: str, weights: str | Path, classification_dir: str | Path) -> dict[str, float]:
-    """Top-1 zero-shot accuracy per class on a toy classification folder, with its own templates."""
-    register_configs()
-    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(weights))
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(model_name)
-    root = Path(classification_dir)
-    names = root.joinpath("classnames.txt").read_text().split("\n")
-    names = [n for n in names if n]
-    templates = [t for t in root.joinpath("templates.txt").read_text().split("\n") if t]
-    weights_per_class = []
-    for name in names:
-        emb = model.encode_text(tokenizer([t.replace("{c}", name) for t in templates]))
-        emb = torch.nn.functional.normalize(emb, dim=-1).mean(0)
-        weights_per_class.append(torch.nn.functional.normalize(emb, dim=0))
-    classifier = torch.stack(weights_per_class)
-    accuracy = {}
-    for c, name in enumerate(names):
-        files = sorted(root.joinpath(name).glob("*.jpg"))
-        feats = model.encode_image(_pixels([f.read_bytes() for f in files], preprocess))
-        pred = (torch.nn.functional.normalize(feats, dim=-1) @ classifier.T).argmax(1)
-        accuracy[name] = float((pred == c).float().mean())
-    return accuracy
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m toyworld.pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("world_root", help="toy world root (the demo preset is generated there when missing)")
@@ -188,9 +162,8 @@ def main(argv=None):
     defaults = PretrainConfig()
     for field, value in asdict(defaults).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
-    parser.add_argument("--eval", action="store_true", help="print zero-shot accuracy per class afterwards")
     args = vars(parser.parse_args(argv))
-    world_root, out, evaluate, commit = args.pop("world_root"), args.pop("out"), args.pop("eval"), args.pop("commit")
+    world_root, out, commit = args.pop("world_root"), args.pop("out"), args.pop("commit")
     if commit == bool(out):
         parser.error("give OUT or --commit (not both)")
     out = out or WEIGHTS_DIR / f"{BASE}.safetensors"
@@ -199,12 +172,9 @@ def main(argv=None):
     cfg = PretrainConfig(**args)
     summary = pretrain(world_root, out, cfg, half=commit)
     print(json.dumps({k: v for k, v in summary.items() if k != "fingerprint"}, indent=1))
-    if evaluate:
-        acc = zero_shot_by_class(cfg.model, out, Path(world_root) / "eval" / "classification")
-        freq = json.loads((Path(world_root) / "eval" / "classification" / "toyworld.json").read_text())
-        for name in sorted(acc, key=lambda n: -freq["corpus_frequency"][n]):
-            print(f"{name:12s} corpus {freq['corpus_frequency'][name]:.3f}  zero-shot {acc[name]:.2f}")
-        print(f"mean {np.mean(list(acc.values())):.3f}")
+    print(f"zero-shot per class: react-eval run --model {cfg.model} --pretrained {out} --model-config "
+          f"{Path(__file__).parent / 'model_configs' / (cfg.model + '.json')} "
+          f"--dataset {world_root}/eval/classification --task zeroshot_classification --out RESULTS")
 
 
 if __name__ == "__main__":
