@@ -82,7 +82,8 @@ def train(cfg: TrainConfig) -> dict | None:
     rank, world, local_rank = _distributed()
     device = torch.device(cfg.device) if cfg.device else \
         torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if world > 1 and not dist.is_initialized():
+    owns_group = world > 1 and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     torch.manual_seed(cfg.seed)
     main = rank == 0
@@ -189,10 +190,13 @@ def train(cfg: TrainConfig) -> dict | None:
         if world > 1:
             dist.barrier()
     bar.close()
+    del batches, loader  # stop the loader's workers before the process group goes
     if world > 1:
         totals = torch.tensor([skipped.get("corrupt_image", 0)])
         dist.all_reduce(totals)
         skipped["corrupt_image"] = int(totals[0])
+    if owns_group:  # left alive, its threads may be torn down mid-exit ("terminate called without an active exception")
+        dist.destroy_process_group()
     if not main:
         return None
     training = {"steps": step, "samples_seen": step * cfg.batch_size, "final_loss": last_loss,
