@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from chain import BASE, ChainConfig, build_index, evaluate, result_for, retrieve, split_accuracy, tune
 
@@ -44,8 +45,7 @@ def random_control(main_rows: Path, index: Path, out: Path, seed: int = 0) -> Pa
     columns = {name: main.column(name) for name in ("class_name", "class_index", "templates", "rank")}
     columns |= {"score": np.zeros(main.num_rows, np.float32), "sample_id": ids}
     columns |= {name: rows.column(name) for name in rows.column_names}
-    table = pa_table(columns, ROW_SCHEMA)
-    _write_parquet_atomic(str(out), table)
+    _write_parquet_atomic(str(out), pa.table(columns, schema=ROW_SCHEMA))
     sidecar = json.loads(Path(f"{main_rows}.json").read_text())
     body = {k: sidecar[k] for k in ("model", "k", "classes", "templates", "counts_per_class")}
     body |= {"mode": "random-control", "selection": {"random_seed": seed, "same_rows_as": str(main_rows)},
@@ -53,13 +53,6 @@ def random_control(main_rows: Path, index: Path, out: Path, seed: int = 0) -> Pa
     index_manifest = read_manifest(f"{index}/manifest.json", "react.index")
     write_retrieval_manifest(str(out), body, [lineage_entry(index_manifest, f"{index}/manifest.json")])
     return out
-
-
-def pa_table(columns: dict, schema):
-    import pyarrow as pa
-
-    return pa.table({f.name: pa.array(np.asarray(columns[f.name]), f.type) if isinstance(columns[f.name], np.ndarray)
-                     else columns[f.name] for f in schema}, schema=schema)
 
 
 def true_shapes(index: Path) -> np.ndarray:
@@ -71,10 +64,16 @@ def true_shapes(index: Path) -> np.ndarray:
                      for j in store.metadata(s, columns=["json"]).column("json").to_pylist()])
 
 
+def judged_rows(rows: Path, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class name, whether its sample truly shows that class) for every row of a retrieval set."""
+    table = pq.read_table(rows, columns=["class_name", "sample_id"])
+    names = np.array(table.column("class_name"))
+    return names, truth[table.column("sample_id").to_numpy()] == names
+
+
 def retrieval_precision(rows: Path, truth: np.ndarray) -> float:
     """Share of retrieved rows whose sample truly shows the row's class."""
-    table = pq.read_table(rows, columns=["class_name", "sample_id"])
-    return float(np.mean(truth[table.column("sample_id").to_numpy()] == np.array(table.column("class_name"))))
+    return float(judged_rows(rows, truth)[1].mean())
 
 
 def main():

@@ -5,16 +5,14 @@ corpus pairs at random would be right ≈1.2 % of the time. The base model is we
 (it saw few of them), so this is the hard case of REACT's retrieval, not the easy one.
 """
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
+from reproduce import judged_rows, true_shapes
 
-from react_index.query import open_index
 from toyworld import World
 from toyworld.models import BASE, CONFIG_DIR, base_weights
 
@@ -34,29 +32,29 @@ def index(demo_world, tmp_path_factory):
     return out
 
 
-def _precision(index: Path, demo_world: Path, mode: str, tmp: Path) -> tuple[float, dict]:
+@pytest.fixture(scope="module")
+def truth(index):
+    return true_shapes(index)
+
+
+def _precision(index: Path, truth: np.ndarray, demo_world: Path, mode: str, tmp: Path) -> tuple[float, dict]:
     (tmp / "rare.txt").write_text("\n".join(RARE) + "\n")
     out = tmp / f"{mode}.parquet"
     _cli("query", "--index", index, "--classes", tmp / "rare.txt", "--mode", mode, "--per", "class", "--k", 10,
          "--templates", demo_world / "eval" / "classification" / "templates.txt",
          "--model-config", CONFIG_DIR / f"{BASE}.json", "--out", out)
-    _, store, _ = open_index(str(index), {"image"})
-    truth = np.array([json.loads(j)["toy"]["shape"] for s in range(len(store.offsets()) - 1)
-                      for j in store.metadata(s, columns=["json"]).column("json").to_pylist()])
-    rows = pq.read_table(out, columns=["class_name", "sample_id"])
-    names = np.array(rows.column("class_name"))
-    right = truth[rows.column("sample_id").to_numpy()] == names
+    names, right = judged_rows(out, truth)
     assert sorted(set(names)) == sorted(RARE) and len(names) == 40  # 10 per class, prompt-ensemble query
     return float(right.mean()), {c: float(right[names == c].mean()) for c in RARE}
 
 
-def test_rare_concept_query_returns_mostly_those_concepts(index, demo_world, tmp_path):
+def test_rare_concept_query_returns_mostly_those_concepts(index, truth, demo_world, tmp_path):
     # t2t (prompts vs captions): measured 0.70 overall, every class ≥ 0.6. "Mostly" = more than half, ≈ 50×
     # what random pairs give; each class at least 4 of its 10.
-    precision, per_class = _precision(index, demo_world, "t2t", tmp_path)
+    precision, per_class = _precision(index, truth, demo_world, "t2t", tmp_path)
     assert precision > 0.5, per_class
     assert min(per_class.values()) >= 0.4, per_class
     # t2i (prompts vs images), REACT's default, is weaker with this base on its rarest concepts: measured 0.40
     # (octagon 0.0). Still far above random; the gap is what docs/reproduction.md discusses.
-    precision_t2i, per_class_t2i = _precision(index, demo_world, "t2i", tmp_path)
+    precision_t2i, per_class_t2i = _precision(index, truth, demo_world, "t2i", tmp_path)
     assert precision_t2i > 0.2, per_class_t2i

@@ -50,9 +50,9 @@ class PretrainConfig:
     threads: int = 2
 
 
-def read_corpus(corpus_dir: str | Path) -> tuple[list[bytes], list[str], list[str]]:
-    """(JPEG bytes, caption, true shape) for every sample of the toy corpus's tar shards, in key order."""
-    images, captions, shapes = [], [], []
+def read_corpus(corpus_dir: str | Path) -> tuple[list[bytes], list[str]]:
+    """(JPEG bytes, caption) for every sample of the toy corpus's tar shards, in key order."""
+    images, captions = [], []
     for shard in sorted(Path(corpus_dir).glob("*.tar")):
         with tarfile.open(shard) as tar:
             members = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
@@ -61,10 +61,9 @@ def read_corpus(corpus_dir: str | Path) -> tuple[list[bytes], list[str], list[st
                 continue
             images.append(members[f"{key}.jpg"])
             captions.append(members[f"{key}.txt"].decode("utf-8"))
-            shapes.append(json.loads(members[f"{key}.json"])["toy"]["shape"])
     if not images:
         raise FileNotFoundError(f"no samples in {corpus_dir}/*.tar; generate the world first: python -m toyworld ROOT")
-    return images, captions, shapes
+    return images, captions
 
 
 def _pixels(jpegs: list[bytes], preprocess) -> torch.Tensor:
@@ -100,7 +99,7 @@ def pretrain(world_root: str | Path, out: str | Path | None, cfg: PretrainConfig
     torch.manual_seed(cfg.seed)
     model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=None)
     tokenizer = open_clip.get_tokenizer(cfg.model)
-    jpegs, captions, _ = read_corpus(Path(world_root) / "corpus")
+    jpegs, captions = read_corpus(Path(world_root) / "corpus")
     pixels, tokens = _pixels(jpegs, preprocess), tokenizer(captions)
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
