@@ -3,12 +3,8 @@ the REACT demo and reproduction rely on."""
 
 from dataclasses import asdict
 
-import pytest
-
-torch = pytest.importorskip("torch")
-
-from toyworld.models import BASE, base_weights, load_from_file, register_configs  # noqa: E402
-from toyworld.pretrain import (  # noqa: E402
+from toyworld.models import BASE, base_weights, load_from_file, register_configs
+from toyworld.pretrain import (
     FINGERPRINT_STEP,
     PretrainConfig,
     fingerprints_match,

@@ -1,9 +1,7 @@
 """The training sampler: one DataLoader serves every epoch, with exact resume positions."""
 
 import numpy as np
-import pytest
 
-pytest.importorskip("torch")
 from react_tune.data import EpochSampler
 
 
