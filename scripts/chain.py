@@ -50,10 +50,8 @@ def _step(n: int, total: int, name: str, out: Path, t0: float, skipped: bool) ->
 
 def build_index(out: Path, preset: str, weights: Path) -> Path:
     """Steps 1-2 of the chain (the toy world and its index), shared by every run over one world."""
-    marker = out / "world" / "toyworld-done.json"
-    t0, done = time.perf_counter(), marker.exists() and json.loads(marker.read_text()).get("preset") == preset
-    write_world(out / "world", preset)  # returns at once when this preset is already there
-    _step(1, 6, "toy world", out / "world", t0, done)
+    t0 = time.perf_counter()
+    _step(1, 6, "toy world", out / "world", t0, write_world(out / "world", preset)["reused"])
     index = out / "index"
     t0, done = time.perf_counter(), (index / "manifest.json").exists()
     if not done:
@@ -95,7 +93,7 @@ def tune(cfg: ChainConfig, rows: Path, weights: Path, name: str) -> Path:
     return ckpt
 
 
-def evaluate(out: Path, models: dict[str, list[str]], step: int = 5) -> Path:
+def evaluate(out: Path, models: dict[str, list[str]]) -> Path:
     """`react-eval run` of each model on the toy classification set; results in out/results."""
     results = out / "results"
     t0 = time.perf_counter()
@@ -103,7 +101,7 @@ def evaluate(out: Path, models: dict[str, list[str]], step: int = 5) -> Path:
         _cli("react-eval", "run", *args, "--model-config", MODEL_CONFIG,
              "--dataset", out / "world" / "eval" / "classification", "--task", "zeroshot_classification",
              "--out", results, "--workers", "1", "--batch-size", "256")
-    _step(step, 6, "react-eval run", results, t0, False)
+    _step(5, 6, "react-eval run", results, t0, False)
     return results
 
 

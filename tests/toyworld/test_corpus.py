@@ -102,8 +102,8 @@ def test_rejects_image_sizes_outside_32_to_224(tmp_path):
 
 
 def test_rerun_of_write_world_is_a_no_op(tmp_path):
-    write_world(tmp_path, "tiny")
+    assert not write_world(tmp_path, "tiny")["reused"]
     shard = tmp_path / "corpus" / "00000.tar"
     before = shard.stat().st_mtime_ns
-    write_world(tmp_path, "tiny")
+    assert write_world(tmp_path, "tiny")["reused"]
     assert shard.stat().st_mtime_ns == before

@@ -24,7 +24,8 @@ def write_world(root: str | Path, preset: str = "tiny", seed: int = 0, broken: t
     """Write `root/corpus/` and the eval sets under `root/eval/`: classification (+ its _train split and
     _wds copy), retrieval, detection.
 
-    A rerun with the same arguments finds `root/toyworld-done.json` and returns at once.
+    A rerun with the same arguments finds `root/toyworld-done.json` and returns at once. Returns the request
+    (preset sizes, seed, broken kinds) with `reused`: whether the world was already there.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -33,7 +34,7 @@ def write_world(root: str | Path, preset: str = "tiny", seed: int = 0, broken: t
     request = {"preset": preset, "seed": seed, "broken": sorted(broken), **p}
     done = root / "toyworld-done.json"
     if done.exists() and json.loads(done.read_text()) == request:
-        return request
+        return request | {"reused": True}
     world = World(seed=seed)
     write_corpus(root / "corpus", world, p["n_samples"], p["samples_per_shard"], p["image_size"], broken)
     ev = root / "eval"
@@ -43,4 +44,4 @@ def write_world(root: str | Path, preset: str = "tiny", seed: int = 0, broken: t
     write_retrieval(ev / "retrieval", world, p["retrieval_images"], image_size=p["image_size"])
     write_detection(ev / "detection", world, p["detection_images"], p["detection_size"])
     write_file(done, json.dumps(request, indent=2).encode())
-    return request
+    return request | {"reused": False}
