@@ -1,7 +1,10 @@
 """Copy the shared pieces in vendor/ into the packages that use them (run by `nox -s vendor`).
 
-- manifests.py → `_manifests.py` in every package (the manifest contract);
-- domains.json → `domains.json` in react-index and react-eval (built-in class names, templates, metrics).
+- manifests.py → `_manifests.py` in every package (manifest contract, user-error base, atomic writers, paths);
+- imagerows.py → `_imagerows.py` in every package (image bytes from a row's locator, one decoder);
+- domainfiles.py → `_domainfiles.py` and domains.json → `domains.json` in react-index and react-eval
+  (class, template and synonym files; built-in class names, templates, metrics);
+- loader_protocol.py → `_loader_protocol.py` in react-tune and react-eval (the model-loader plugin contract).
 
 `--check` exits non-zero when a copy differs from what this script would write.
 """
@@ -10,15 +13,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = "# Vendored from vendor/manifests.py by `nox -s vendor`. Do not edit this copy; edit the source.\n"
+
+def _header(source: str) -> str:
+    return f"# Vendored from vendor/{source} by `nox -s vendor`. Do not edit this copy; edit the source.\n"
+
 
 
 def _pkg(name: str) -> Path:
     return ROOT / f"packages/react-{name}/src/react_{name}"
 
 
-COPIES = [(ROOT / "vendor" / "manifests.py", _pkg(n) / "_manifests.py", HEADER) for n in ("index", "tune", "eval")]
-COPIES += [(ROOT / "vendor" / "domains.json", _pkg(n) / "domains.json", "") for n in ("index", "eval")]
+ALL, DOMAIN_USERS, LOADER_USERS = ("index", "tune", "eval"), ("index", "eval"), ("tune", "eval")
+VENDORED = [("manifests.py", ALL), ("imagerows.py", ALL), ("domainfiles.py", DOMAIN_USERS),
+            ("loader_protocol.py", LOADER_USERS)]
+COPIES = [(ROOT / "vendor" / src, _pkg(n) / f"_{src}", _header(src)) for src, users in VENDORED for n in users]
+COPIES += [(ROOT / "vendor" / "domains.json", _pkg(n) / "domains.json", "") for n in DOMAIN_USERS]
 
 
 def main(argv=sys.argv[1:]) -> int:

@@ -182,12 +182,12 @@ def test_domains_from_files_and_built_in_sets(tmp_path):
     (tmp_path / "c.json").write_text('{"star": ["five-pointed star"], "ring": []}')
     assert load_classes(str(tmp_path / "c.json")) == [TargetClass("star", ("five-pointed star",)), TargetClass("ring")]
     (tmp_path / "bad.txt").write_text("no class here\n")
-    with pytest.raises(ValueError, match=r"bad.txt: template 1 .* has no \{\} or \{c\}"):
+    with pytest.raises(ValueError, match=r"bad.txt: line 1: template .* has no \{\} or \{c\}"):
         load_templates(str(tmp_path / "bad.txt"))
     with pytest.raises(ValueError, match="unknown template set 'nope'; built-in sets: .*openai_imagenet"):
         load_templates("nope")
     (tmp_path / "d.txt").write_text("a\nb\na\n")
-    with pytest.raises(ValueError, match="repeated: a"):
+    with pytest.raises(ValueError, match=r"d.txt: line 3: class name .a. repeats line 1"):
         load_classes(str(tmp_path / "d.txt"))
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import fsspec
 import pyarrow.parquet as pq
 
-from .domain import builtin, read_lines
+from .domain import class_names, read_entries
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
 
@@ -100,10 +100,10 @@ def load_classification(uri: str, classnames: str | None = None) -> Classificati
 
 def _class_list(uri: str, given: str | None, fallback: list[str] | None = None) -> list[str]:
     if given:
-        return builtin()["classnames"][given] if given in builtin()["classnames"] else read_lines(given)
+        return class_names(given)
     fs, path = _fs(uri)
     if fs.exists(f"{path}/classnames.txt"):
-        return read_lines(f"{uri}/classnames.txt")
+        return class_names(f"{uri}/classnames.txt")
     if fallback:
         return fallback
     raise DatasetError(f"{uri}: no classnames.txt; pass --classnames FILE or a built-in name (e.g. imagenet1k)")
@@ -113,7 +113,7 @@ def _own_templates(uri: str) -> list[str] | None:
     fs, path = _fs(uri)
     for name in ("zeroshot_classification_templates.txt", "templates.txt"):
         if fs.exists(f"{path}/{name}"):
-            return read_lines(f"{uri}/{name}")
+            return [t for _, t in read_entries(f"{uri}/{name}")]
     return None
 
 
@@ -138,7 +138,7 @@ def _folder_classification(uri, classnames):
 
 
 def _wds_classification(uri):
-    n = int(read_lines(f"{uri}/test/nshards.txt")[0])
+    n = int(read_entries(f"{uri}/test/nshards.txt")[0][1])
     images, labels, listing = [], [], []
     for s in range(n):
         shard = f"{uri}/test/{s}.tar"

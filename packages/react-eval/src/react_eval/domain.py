@@ -1,37 +1,19 @@
-"""Built-in class names, templates and per-dataset metrics (vendor/domains.json), and template files."""
+"""Built-in class names, templates and per-dataset metrics (vendor/domains.json), and class/template files.
+
+The file readers are the vendored contract's (`_domainfiles.py`, from vendor/domainfiles.py), shared with
+react-index, so a class or template file means the same thing in both.
+"""
 
 from __future__ import annotations
 
-import functools
-import json
-from importlib import resources
+from ._domainfiles import DomainError, builtin, load_classes, load_templates, read_entries
 
-import fsspec
+__all__ = ["DomainError", "builtin", "class_names", "dataset_metric", "load_templates", "read_entries"]
 
 
-@functools.cache
-def builtin() -> dict:
-    return json.loads(resources.files("react_eval").joinpath("domains.json").read_text())
-
-
-def read_lines(uri: str) -> list[str]:
-    with fsspec.open(uri, "rt", encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
-
-
-def load_templates(spec: str | None, fallback: list[str] | None = None) -> list[str]:
-    """A built-in set name, a file (one per line), the dataset's own templates, or the 80 OpenAI ones."""
-    if spec is None:
-        templates = fallback or builtin()["templates"]["openai_imagenet"]
-    elif spec in builtin()["templates"]:
-        templates = builtin()["templates"][spec]
-    else:
-        templates = read_lines(spec)
-    templates = [t.replace("{}", "{c}") for t in templates]
-    bad = [t for t in templates if "{c}" not in t]
-    if bad:
-        raise ValueError(f"{spec}: template {bad[0]!r} has no {{}} or {{c}} for the class name")
-    return templates
+def class_names(spec: str) -> list[str]:
+    """Class names from a built-in set or a .txt/.json file (synonyms, if any, are not used by react-eval)."""
+    return [c.name for c in load_classes(spec)]
 
 
 def dataset_metric(name: str) -> str | None:

@@ -11,9 +11,12 @@ is optional), or a one-item list (every element must match the item spec).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
+import os
+import time
 import uuid
 
 import fsspec
@@ -22,8 +25,35 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 
-class ManifestError(ValueError):
+class UserError(ValueError):
+    """A mistake in what the user gave (a file, a row, a field, an option): the message names it and the fix.
+
+    The three CLIs catch exactly this class (and file-not-found / permission errors) and print one line;
+    anything else is a bug and keeps its traceback. Package-specific errors subclass it.
+    """
+
+
+class ManifestError(UserError):
     """A manifest is missing, malformed, of the wrong kind, or from a newer version."""
+
+
+class MissingExtraError(UserError):
+    """An optional dependency is not installed: the message says which extra to install, or what avoids it."""
+
+
+def require(module: str, install: str, alternative: str = "", package: str | None = None):
+    """Import `module` (relative to `package` if it starts with a dot), or raise MissingExtraError naming the pip
+    command that installs what is missing, and an option that avoids needing it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module, package)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] in ("react_index", "react_tune", "react_eval"):
+            raise  # one of our own modules is missing: a broken install or a bug, keep the traceback
+        hint = f", or {alternative}" if alternative else ""
+        raise MissingExtraError(f"this step needs the '{e.name}' package, which is not installed: "
+                                f"{install}{hint}") from None
 
 
 ENVELOPE = {
@@ -48,8 +78,8 @@ SPECS = {
         "dtype": str,
         "normalized": bool,
         "modalities": [str],
-        "shards": [{"name": str, "source": str, "samples": int, "metadata": str,
-                    "image_emb?": str, "text_emb?": str, "skipped": COUNTS}],
+        "shards": [{"name": str, "source": str, "samples": int, "metadata": str, "dim": int,
+                    "img_emb?": str, "text_emb?": str, "skipped": COUNTS}],
         "counts": {"samples": int, "skipped": COUNTS},
         "inputs": [str],
     },
@@ -58,7 +88,9 @@ SPECS = {
         "dim": int,
         "metric": str,
         "indexes": {m + "?": {"file": str, "index_key": str, "ntotal": int, "search_params": dict,
-                              "measured": {"k": int, "recall": float, "queries": int, "qps": float}}
+                              "measured": {"k": int, "recall": float, "queries": int, "qps": float,
+                                           "query_modality?": str, "query_ids?": str, "excludes_self?": bool},
+                              "on_disk?": bool, "build_seconds?": float}
                     for m in ("image", "text")},
     },
     RETRIEVAL: {
@@ -87,6 +119,7 @@ SPECS = {
         "dataset": str, "model": str, "pretrained": str, "task": str, "metrics": dict, "language": str,
         # ... and ours
         "model_spec": str, "dataset_uri": str, "dataset_checksum": str, "n_samples": int, "seconds": float,
+        "details?": dict, "options?": dict,
     },
 }
 VERSIONS = {STORE: 1, INDEX: 1, RETRIEVAL: 1, CHECKPOINT: 1, EVAL_RESULT: 1}
@@ -116,8 +149,9 @@ def _type_name(types) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-def _problems(value, spec, path):
-    """Yield (field path, what was expected) for each place `value` does not match `spec`."""
+def _problems(value, spec, path, strict=False):
+    """Yield (field path, what was expected) for each place `value` does not match `spec`; with `strict`, a key
+    the spec does not declare is a problem too (how the writers are held to docs/manifests.md)."""
     if isinstance(spec, dict):
         if not isinstance(value, dict):
             yield path, "an object"
@@ -126,15 +160,20 @@ def _problems(value, spec, path):
             name = key.rstrip("?")
             where = f"{path}.{name}" if path else name
             if name in value:
-                yield from _problems(value[name], sub, where)
+                yield from _problems(value[name], sub, where, strict)
             elif not key.endswith("?"):
                 yield where, "present (it is missing)"
+        if strict:
+            declared = {key.rstrip("?") for key in spec}
+            for name in value:
+                if name not in declared:
+                    yield (f"{path}.{name}" if path else name), "declared in the spec (it is not)"
     elif isinstance(spec, list):
         if not isinstance(value, list):
             yield path, "a list"
             return
         for i, item in enumerate(value):
-            yield from _problems(item, spec[0], f"{path}[{i}]")
+            yield from _problems(item, spec[0], f"{path}[{i}]", strict)
     else:
         types = spec if isinstance(spec, tuple) else (spec,)
         if float in types and isinstance(value, int) and not isinstance(value, bool):
@@ -145,9 +184,9 @@ def _problems(value, spec, path):
             yield path, _type_name(types)
 
 
-def check(doc, spec, where: str) -> None:
+def check(doc, spec, where: str, strict: bool = False) -> None:
     """Raise ManifestError naming `where` and the first field of `doc` that does not match `spec`."""
-    for field, expected in _problems(doc, spec, ""):
+    for field, expected in _problems(doc, spec, "", strict):
         got = "" if expected.startswith("present") else f", got {json.dumps(_find(doc, field))[:80]}"
         raise ManifestError(f"{where}: field '{field}' should be {expected}{got}")
 
@@ -196,16 +235,111 @@ def lineage_entry(doc: dict, uri: str) -> dict:
     return {"kind": doc["kind"], "id": doc["id"], "uri": str(uri)}
 
 
-def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Write under a temporary name in the same folder, then rename into place."""
+# --- atomic writes: a temporary name in the same folder, then a rename -----------------------------
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_name(path: str) -> str:
+    """`path.tmp-PID-RANDOM`: the writer's pid lets a later run tell a dead writer's leftovers from a live one."""
+    return f"{path}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _writer_alive(tmp: str, fs, max_age_s: float) -> bool:
+    pid = tmp.rsplit(TEMP_MARK, 1)[-1].split("-", 1)[0]
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem) and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:  # another machine may be writing: only old leftovers are stale
+        modified = fs.modified(tmp).timestamp()
+    except (NotImplementedError, FileNotFoundError, AttributeError):
+        return True
+    return time.time() - modified < max_age_s
+
+
+def remove_stale_temps(uri: str, max_age_s: float = 86400.0) -> list[str]:
+    """Delete `uri.tmp-*` files left by writers that died (killed runs); returns what was removed."""
     fs, path = fsspec.core.url_to_fs(str(uri))
+    removed = []
+    for tmp in fs.glob(path + TEMP_MARK + "*"):
+        if not _writer_alive(tmp, fs, max_age_s):
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(tmp)
+                removed.append(tmp)
+    return removed
+
+
+def _parent(fs, path: str) -> None:
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    with fs.open(tmp, "wb") as f:
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write under a temporary name in the same folder, then rename into place."""
+    with open_atomic(uri) as f:
         f.write(data)
-    fs.mv(tmp, path)
+
+
+@contextlib.contextmanager
+def open_atomic(uri: str):
+    """A binary file object that becomes `uri` only when the block finishes without an exception."""
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    _parent(fs, path)
+    remove_stale_temps(uri)
+    tmp = temp_name(path)
+    try:
+        with fs.open(tmp, "wb") as f:
+            yield f
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def local_atomic_path(path: str):
+    """A temporary local path for writers that need a file name (faiss, numpy memmaps, safetensors);
+    renamed onto `path` when the block finishes without an exception."""
+    path = str(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    remove_stale_temps(path)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_parquet_atomic(uri: str, table: pa.Table, row_group_size: int = 65536) -> None:
+    with open_atomic(uri) as f:
+        pq.write_table(table, f, row_group_size=row_group_size)
+
+
+# --- where manifests live ------------------------------------------------------------------------
+
+MANIFEST_FILE = "manifest.json"  # in a store, an index or a checkpoint folder
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([str(root).rstrip("/"), *parts])
+
+
+def manifest_uri(folder: str) -> str:
+    """The manifest of a store, index or checkpoint folder (a retrieval set's is its sidecar, see below)."""
+    folder = str(folder).rstrip("/")
+    return folder if folder.endswith(".json") else join(folder, MANIFEST_FILE)
 
 
 def build(kind: str, body: dict, lineage, producer: dict, where: str) -> dict:
@@ -214,6 +348,11 @@ def build(kind: str, body: dict, lineage, producer: dict, where: str) -> dict:
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "lineage": list(lineage), **body}
     check(doc, ENVELOPE | SPECS[kind], where)
+    try:  # every key written must be declared in the spec (docs/manifests.md): one that is not is a bug
+        check(doc, ENVELOPE | SPECS[kind], where, strict=True)
+    except ManifestError as e:
+        raise TypeError(f"bug: a writer produced a {kind} manifest with a key the spec does not declare: {e}") \
+            from None
     doc["id"] = manifest_id(doc)
     return doc
 
@@ -328,8 +467,9 @@ def write_retrieval_manifest(rows_uri: str, body: dict, lineage=(), *, producer:
     return write_manifest(sidecar, RETRIEVAL, body, lineage, producer=producer)
 
 
-def read_retrieval_manifest(uri: str, *, reader: str, verify_checksum: bool = False) -> dict:
-    """Validate the sidecar, the rows' schema and every row's locator; returns the sidecar plus `rows_uri`."""
+def read_retrieval_manifest(uri: str, *, reader: str, verify_checksum: bool = True) -> dict:
+    """Validate the sidecar, the rows' schema, every row's locator and (by default) the rows' checksum, so a
+    parquet edited after its sidecar was written is refused; returns the sidecar plus `rows_uri`."""
     _, sidecar = retrieval_paths(uri)
     doc = read_manifest(sidecar, RETRIEVAL, reader=reader)
     rows_uri = sidecar.rsplit("/", 1)[0] + "/" + doc["rows_file"] if "/" in sidecar else doc["rows_file"]
@@ -340,5 +480,7 @@ def read_retrieval_manifest(uri: str, *, reader: str, verify_checksum: bool = Fa
     if rows != doc["rows"]:
         raise ManifestError(f"{sidecar}: field 'rows' is {doc['rows']} but {rows_uri} has {rows} rows")
     if verify_checksum and _sha256(rows_uri) != doc["rows_sha256"]:
-        raise ManifestError(f"{sidecar}: field 'rows_sha256' does not match {rows_uri}; the rows were changed")
+        raise ManifestError(f"{sidecar}: field 'rows_sha256' does not match {rows_uri}: the rows were changed after "
+                           "the manifest was written; write edited sets with the tool (or react_index."
+                           "write_retrieval_manifest) so the sidecar matches them")
     return doc | {"rows_uri": rows_uri}
