@@ -9,8 +9,9 @@ fields (`as_loaded`), not by its type.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 from ._manifests import UserError
 

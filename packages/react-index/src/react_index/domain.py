@@ -7,8 +7,17 @@ CLIP_benchmark / ELEVATER dataset (`pets`, `food101`, …); class names `imagene
 `coco80` and one set per CLIP_benchmark / ELEVATER dataset.
 """
 
-from ._domainfiles import (DomainError, TargetClass, builtin, load_classes, load_synonyms, load_templates, prompts,
-                           read_entries, with_synonyms)
+from ._domainfiles import (
+                           DomainError,
+                           TargetClass,
+                           builtin,
+                           load_classes,
+                           load_synonyms,
+                           load_templates,
+                           prompts,
+                           read_entries,
+                           with_synonyms,
+)
 
 __all__ = ["DomainError", "TargetClass", "builtin", "load_classes", "load_synonyms", "load_templates", "prompts",
            "read_entries", "with_synonyms"]
