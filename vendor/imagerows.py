@@ -73,7 +73,7 @@ def _to_8bit(img):
         a = a.astype(np.float64)
     elif img.mode == "F":
         a = a.astype(np.float64) * (255.0 if a.size and np.nanmax(a) <= 1.0 else 1.0)
-    return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8), "L")
+    return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8))
 
 
 def decode_rgb(data: bytes, where: str = "image"):

@@ -83,8 +83,13 @@ def fingerprint(model: torch.nn.Module) -> dict[str, list[float]]:
     return {k: [float(v.double().sum()), float(v.double().abs().sum())] for k, v in model.state_dict().items()}
 
 
-def fingerprints_match(a: dict, b: dict, rtol: float = 1e-4) -> bool:
-    return a.keys() == b.keys() and all(np.allclose(a[k], b[k], rtol=rtol, atol=1e-5) for k in a)
+def fingerprints_match(a: dict, b: dict, rtol: float = 1e-3) -> bool:
+    """Equal up to float rounding after 50 steps. Tolerances scale with each tensor's sum of absolute values: a
+    plain sum can cancel to near zero, where relative error is meaningless. 50 Adam steps on another CPU
+    (other SIMD kernels) drift by ~1e-4 of that scale; a different seed or batch order differs by order 1."""
+    return a.keys() == b.keys() and all(
+        abs(a[k][0] - b[k][0]) <= rtol * b[k][1] + 1e-6 and abs(a[k][1] - b[k][1]) <= rtol * b[k][1] + 1e-6
+        for k in a)
 
 
 def pretrain(world_root: str | Path, out: str | Path | None, cfg: PretrainConfig = PretrainConfig(), log=print,
