@@ -55,8 +55,8 @@ def test_class_files_txt_json_unicode_duplicates_and_synonyms(tmp_path):
         load(str(tmp_path / "nfd.txt"))
     (tmp_path / "c.json").write_text('{"star": ["five-pointed star", "star"], "ring": "band", "dot": []}')
     got = load(str(tmp_path / "c.json"))
-    assert got == [index_domain.TargetClass("star", ("five-pointed star",)), index_domain.TargetClass("ring", ("band",)),
-                   index_domain.TargetClass("dot")]
+    T = index_domain.TargetClass
+    assert got == [T("star", ("five-pointed star",)), T("ring", ("band",)), T("dot")]
     (tmp_path / "l.json").write_text('["a", "b"]')
     assert [c.name for c in load(str(tmp_path / "l.json"))] == ["a", "b"]
     (tmp_path / "bad.json").write_text('["a", 3]')
