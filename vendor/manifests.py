@@ -77,6 +77,7 @@ SPECS = {
         "dtype": str,
         "normalized": bool,
         "modalities": [str],
+        "shard_order?": str,  # "input" or "path-text": the rule that ordered `shards` (= the store's rows)
         "shards": [{"name": str, "source": str, "samples": int, "metadata": str, "dim": int,
                     "img_emb?": str, "text_emb?": str, "skipped": COUNTS}],
         "counts": {"samples": int, "skipped": COUNTS},
