@@ -26,7 +26,7 @@ def test_zeroshot_classifier_is_the_normalised_template_ensemble(tiny_weights):
     loaded = load(TINY, str(tiny_weights))
     names, templates = ["star", "ring"], ["a photo of a {c}.", "clipart of a {c}."]
     ours = zeroshot_classifier(loaded, names, templates)
-    model, tokenizer = loaded["model"], open_clip.get_tokenizer(TINY)
+    model, tokenizer = loaded.model, open_clip.get_tokenizer(TINY)
     with torch.no_grad():
         direct = []
         for c in names:
@@ -97,10 +97,15 @@ def test_react_checkpoints_load_through_the_entry_point_or_say_what_is_missing(t
     ckpt = _react_checkpoint(tmp_path / "ckpt", tiny_weights)
     result = run(f"react:{ckpt}", str(toy_root / "eval" / "classification"), "zeroshot_classification",
                  str(tmp_path / "out"), workers=0)
-    assert result["lineage"][0]["kind"] == "react.checkpoint" and result["model"] == TINY
+    assert result["lineage"][0]["kind"] == "react.checkpoint"
     base = run(TINY, str(toy_root / "eval" / "classification"), "zeroshot_classification", str(tmp_path / "base"),
                str(tiny_weights), workers=0)
     assert result["metrics"] != base["metrics"]  # open gates change the model
+    # CLIP_benchmark's `build` keys rows by `model + " " + pretrained`: the two must not merge. The name is the
+    # loader's (react-tune: react:<checkpoint id>:<base>), the pretrained tag the base's.
+    assert result["model"] + " " + result["pretrained"] != base["model"] + " " + base["pretrained"]
+    assert result["model"].startswith("react:") and result["model"].endswith(f":{TINY}")
+    assert result["pretrained"] == base["pretrained"] == str(tiny_weights)
     monkeypatch.setattr("react_eval.loaders.installed_loaders", lambda: {})
     with pytest.raises(ManifestError, match=r"no model loader named 'react' is installed \(pip install react-tune "
                                             r"provides 'react'\); installed loaders: open_clip"):

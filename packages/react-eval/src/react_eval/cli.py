@@ -8,15 +8,17 @@ import sys
 import click
 
 from . import __version__
-from ._manifests import ManifestError
+from ._manifests import UserError
 
 
 def friendly_errors(f):
+    """A user's mistake (UserError: ManifestError, DatasetError, DomainError, …; a missing or unreadable file) is
+    one line and exit 1; anything else is a bug and keeps its traceback."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except (ManifestError, ValueError, FileNotFoundError, KeyError) as e:
+        except (UserError, FileNotFoundError, PermissionError) as e:
             raise click.ClickException(str(e)) from e
     return wrapper
 
@@ -62,15 +64,23 @@ def run_command(model, pretrained, model_config, dataset, task, suite, out, devi
 
         open_clip.add_model_config(model_config)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    options = {k: v for k, v in options.items() if v not in (None, False)}
+    # unset options are None, or False for flags; `0 in (None, False)` is True in Python, so test identity:
+    # --workers 0 means no worker processes, not the default
+    options = {k: v for k, v in options.items() if v is not None and v is not False}
     if suite:
         import fsspec
         import yaml
 
+        from .run import check_suite
+
         with fsspec.open(suite, "rt") as f:
-            spec = yaml.safe_load(f)
-        spec.setdefault("models", [{"model": model, "pretrained": pretrained}])
-        run_suite(spec, out, device, **options)
+            try:
+                spec = yaml.safe_load(f)
+            except yaml.YAMLError as e:
+                raise UserError(f"{suite}: not valid YAML/JSON ({e})") from None
+        if isinstance(spec, dict) and not spec.get("models"):
+            spec["models"] = [{"model": model, "pretrained": pretrained}]
+        run_suite(check_suite(spec, suite), out, device, **options)
     else:
         if not (dataset and task):
             raise click.UsageError("give --dataset and --task, or --suite")

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ._manifests import write_bytes_atomic
+from ._manifests import UserError, write_bytes_atomic
 from .compare import main_metrics
 from .run import read_results
 
@@ -46,7 +46,7 @@ def _bar_chart(classnames, series: dict[str, list[float]], title: str) -> str:
 def report(folders, html_out: str) -> str:
     results = read_results(folders)
     if not results:
-        raise ValueError(f"no eval results in {', '.join(folders)}")
+        raise UserError(f"no eval results (react-eval or CLIP_benchmark JSON files) in {', '.join(map(str, folders))}")
     e = html.escape
     models = sorted({_model_label(r) for r in results})
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title><style>{CSS}"

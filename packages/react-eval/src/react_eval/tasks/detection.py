@@ -14,7 +14,9 @@ import io
 
 import numpy as np
 
-from ..datasets import Detection
+from .._loader_protocol import LoadedModel
+from .._manifests import require
+from ..datasets import DatasetError, Detection
 from ..domain import load_templates
 from ..features import encode_images, zeroshot_classifier
 from ..metrics import per_class_recall
@@ -91,11 +93,12 @@ def detection_ap(logits: np.ndarray, boxes: list, ds: Detection) -> dict:
     return metrics
 
 
-def detection(loaded: dict, ds: Detection, templates: str | None = None, margin: float = 0.1, batch_size: int = 64,
-              workers: int = 2, device: str = "cpu", temperature: float = 100.0):
+def detection(loaded: LoadedModel, ds: Detection, templates: str | None = None, margin: float = 0.1,
+              batch_size: int = 64, workers: int = 2, device: str = "cpu", temperature: float = 100.0):
     """Both protocols; ground-truth boxes are embedded once, proposals (if given) once more."""
+    require("pycocotools", "pip install 'react-eval[detection]'")
     if not ds.coco["annotations"]:
-        raise ValueError(f"{ds.uri}: no annotations to evaluate against")
+        raise DatasetError(f"{ds.uri}: no annotations to evaluate against")
     names = [c["name"] for c in ds.coco["categories"]]
     weights = zeroshot_classifier(loaded, names, load_templates(templates), device)
     gt_boxes, images = _boxes(ds, use_proposals=False)

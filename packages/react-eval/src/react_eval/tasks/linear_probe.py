@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..datasets import Classification
+from .._loader_protocol import LoadedModel
+from ..datasets import Classification, DatasetError
 from ..domain import load_templates
 from ..features import encode_images, zeroshot_classifier
 from ..metrics import per_class_recall
@@ -53,11 +54,11 @@ def few_shot_indices(labels: np.ndarray, shots: int | None, seed: int) -> np.nda
     return rng.permutation(np.concatenate(picked))
 
 
-def linear_probe(loaded: dict, train: Classification, test: Classification, shots: int | None = None,
+def linear_probe(loaded: LoadedModel, train: Classification, test: Classification, shots: int | None = None,
                  seeds=(0, 1, 2), init_from_text: bool = False, templates: str | None = None, batch_size: int = 64,
                  workers: int = 2, device: str = "cpu"):
     if train.classnames != test.classnames:
-        raise ValueError(f"{train.uri} and {test.uri} have different class lists")
+        raise DatasetError(f"{train.uri} and {test.uri} have different class lists")
     n = len(test.classnames)
     x_train = encode_images(loaded, train.images, batch_size, workers, device, desc="train images")
     x_test = encode_images(loaded, test.images, batch_size, workers, device, desc="test images")

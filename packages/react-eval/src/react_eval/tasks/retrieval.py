@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from .._loader_protocol import LoadedModel
 from ..datasets import Retrieval
 from ..features import encode_images, encode_texts
 from ..metrics import retrieval_recall
 
 
-def zeroshot_retrieval(loaded: dict, ds: Retrieval, batch_size: int = 64, workers: int = 2, device: str = "cpu",
+def zeroshot_retrieval(loaded: LoadedModel, ds: Retrieval, batch_size: int = 64, workers: int = 2, device: str = "cpu",
                        ks=(1, 5, 10)):
     images = encode_images(loaded, ds.images, batch_size, workers, device)
     owner = [i for i, caps in enumerate(ds.captions) for _ in caps]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._loader_protocol import LoadedModel
 from ..datasets import Classification
 from ..domain import dataset_metric, load_templates
 from ..features import encode_images, zeroshot_classifier
@@ -25,7 +26,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classnames: l
                                                                                           strict=True)}}
 
 
-def zeroshot_classification(loaded: dict, ds: Classification, templates: str | None = None, batch_size: int = 64,
+def zeroshot_classification(loaded: LoadedModel, ds: Classification, templates: str | None = None, batch_size: int = 64,
                             workers: int = 2, device: str = "cpu"):
     chosen = load_templates(templates, ds.templates)
     weights = zeroshot_classifier(loaded, ds.classnames, chosen, device)
