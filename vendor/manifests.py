@@ -105,6 +105,13 @@ SPECS = {
         "templates": [str],
         "counts_per_class": [int],
         "unique_samples": int,
+        # written by `react-index download` / `attach`: what the download kept and lost (docs/manifests.md)
+        "download?": {"tool": str,
+                      "samples": {"requested": int, "downloaded": int, "copied": int, "failed": int,
+                                  "retryable": int},
+                      "failures": COUNTS, "failures_per_class": [COUNTS], "options": dict},
+        "survival?": {"rows_before": [int], "rows_after": [int], "samples_before": [int], "samples_after": [int],
+                      "min_survival": float, "below": [str]},
     },
     CHECKPOINT: {
         "base_model": MODEL,

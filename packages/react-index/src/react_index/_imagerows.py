@@ -57,7 +57,8 @@ def read_row_image(row: dict) -> bytes:
     if row.get("image_uri") is not None:
         return read_image_bytes(row["image_uri"], row.get("image_offset"), row.get("image_length"))
     raise UrlOnlyRow(f"sample {row.get('sample_id')} is known only by its URL ({row.get('url')}); download the set "
-                     "first: `react-index materialize SET.parquet --out DIR --download`")
+                     "first: `react-index download SET.parquet --out DIR` (or img2dataset, then `react-index attach "
+                     "SET.parquet IMG2DATASET_DIR --out NEW.parquet`)")
 
 
 def _to_8bit(img):
