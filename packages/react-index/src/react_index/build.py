@@ -27,8 +27,10 @@ from faiss.contrib.ondisk import merge_ondisk
 from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
-from .indexkey import choose_index_key, parse_memory, training_size
-from .manifest import INDEX, lineage_entry, write_manifest
+from ._manifests import UserError, local_atomic_path, manifest_uri
+from .indexkey import choose_index_key, estimate_memory, format_bytes, parse_memory, training_size
+from .manifest import INDEX, STORE, lineage_entry, read_manifest, write_manifest
+from .sources import SourceError
 from .store import Store, open_store
 
 HNSW_EF_MAX = 4096
@@ -197,9 +199,22 @@ def _to_gpu_for_add(index):
 
 
 def _write_index(index, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    faiss.write_index(index, tmp)
-    os.replace(tmp, path)
+    with local_atomic_path(path) as tmp:  # a killed build's temp file is removed by the next one
+        faiss.write_index(index, tmp)
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with local_atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def _index_factory(d: int, key: str):
+    try:
+        return faiss.index_factory(d, key, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise UserError(f"--index-key {key!r}: faiss cannot build this index for width {d} ({reason}); write a faiss "
+                        "index_factory string such as 'IVF1024,Flat' or 'OPQ64_256,IVF65536_HNSW32,PQ64x8'") from None
 
 
 def build_modality(store: Store, modality: str, folder: str, key: str, max_memory: int, target_recall: float,
@@ -207,7 +222,7 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
     """Build, tune and write `{folder}/{modality}.index`; returns its manifest entry."""
     n, d = store.n, store.dim
     rng = np.random.default_rng(seed)
-    index = faiss.index_factory(d, key, faiss.METRIC_INNER_PRODUCT)
+    index = _index_factory(d, key)
     n_train = training_size(key, n, d, max_memory)
     t0 = time.perf_counter()
     if not index.is_trained:
@@ -220,7 +235,8 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
         try:
             faiss.extract_index_ivf(index)
         except RuntimeError:
-            raise ValueError(f"--shards needs an IVF index; {key!r} is not one") from None
+            raise UserError(f"--shards needs an IVF index; {key!r} is not one: build it with --shards 1 or pass an "
+                            "IVF --index-key") from None
         trained = f"{folder}/{modality}.trained.index"
         _write_index(index, trained)
         bounds = np.linspace(0, n, n_shards + 1).astype(np.int64)
@@ -255,7 +271,7 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
         print(f"  {modality}: warning: recall@{k} {recall:.3f} is below the target {target_recall} even at the "
               f"largest search setting; give --max-memory room for a less compressed index or pass --index-key")
     _write_index(index, path)
-    np.save(f"{folder}/{modality}.queries.npy", q_ids, allow_pickle=False)
+    _save_npy(f"{folder}/{modality}.queries.npy", q_ids)
     for leftover in [f"{folder}/{modality}.trained.index"] + [f"{folder}/{modality}.shard{s:03d}.index"
                                                               for s in range(n_shards)]:
         if n_shards > 1 and os.path.exists(leftover):
@@ -269,15 +285,52 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
             "on_disk": n_shards > 1, "build_seconds": round(build_seconds, 2)}
 
 
+def is_store(uri: str) -> bool:
+    """True for an embedding store folder. A folder whose manifest.json is broken (truncated, hand-edited, of
+    another kind) or that holds an unfinished store is an error naming it, never re-ingested as if it were a
+    folder of precomputed embeddings (a store has their layout)."""
+    manifest = manifest_uri(uri)
+    fs, path = fsspec.core.url_to_fs(manifest)
+    if fs.exists(path):
+        read_manifest(manifest, STORE)  # a ManifestError names the file and the field
+        return True
+    _, folder = fsspec.core.url_to_fs(uri)
+    if fs.isdir(folder.rstrip("/") + "/shards") and fs.isdir(folder.rstrip("/") + "/img_emb"):
+        raise SourceError(f"{uri}: an embedding store whose manifest.json was never written (its embedding did not "
+                          f"finish): rerun the same `react-index embed ... --out {uri}` to finish it, then build")
+    return False
+
+
+def check_build_options(max_memory, target_recall: float, k: int, shards: int, queries: int) -> int:
+    """Refuse option values that cannot build a meaningful index; returns the budget in bytes."""
+    budget = parse_memory(max_memory)
+    for option, value in (("--k", k), ("--shards", shards), ("--queries", queries)):
+        if value < 1:
+            what = "held-out queries tune the search parameters and measure recall" if option == "--queries" else \
+                "it is a count"
+            raise UserError(f"{option} must be at least 1, got {value} ({what})")
+    if not 0 < target_recall <= 1:
+        raise UserError(f"--target-recall must be in (0, 1], got {target_recall}")
+    return budget
+
+
 def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_key: str | None = None,
                 target_recall: float = 0.95, k: int = 10, shards: int = 1, queries: int = 500, seed: int = 0,
                 modalities=None) -> dict:
     """Build one index per modality of the store at `store_uri` into the folder `out`; returns the manifest."""
+    budget = check_build_options(max_memory, target_recall, k, shards, queries)
     store = open_store(store_uri)
-    budget = parse_memory(max_memory)
     if store.n < 2:
-        raise ValueError(f"{store_uri}: the store holds {store.n} vectors; an index needs at least 2")
+        raise UserError(f"{store_uri}: the store holds {store.n} vectors; an index needs at least 2")
     modalities = list(modalities or store.manifest["modalities"])
+    absent = [m for m in modalities if m not in store.manifest["modalities"]]
+    if absent:
+        raise UserError(f"--modality {absent[0]}: the store {store_uri} holds no {absent[0]} embeddings (it has "
+                        f"{', '.join(store.manifest['modalities'])})")
+    if index_key and estimate_memory(index_key, store.n, store.dim) > budget:
+        print(f"react-index build: warning: --index-key {index_key} needs about "
+              f"{format_bytes(estimate_memory(index_key, store.n, store.dim))} for {store.n:,} vectors, more than "
+              f"--max-memory {format_bytes(budget)} (which then only sizes the training sample)")
     print(f"react-index build: {store.n:,} vectors of width {store.dim}; {describe_faiss_device()}")
     fs, out_path = fsspec.core.url_to_fs(out)
     local = isinstance(fs, LocalFileSystem)

@@ -6,15 +6,19 @@ import logging
 import click
 
 from . import __version__
-from ._manifests import ManifestError
-from .domain import DomainError
-from .sources import SourceError
+from ._manifests import UserError
 
 MODEL_OPTIONS = [
-    click.option("--model", default="ViT-B-32", show_default=True, help="open_clip model name."),
+    click.option("--model", default=None,
+                 help="open_clip model name [default: ViT-B-32 when embedding images]. For precomputed embeddings: "
+                      "recorded only, naming the model that made them ('unknown' when not given)."),
     click.option("--pretrained", default=None,
                  help="open_clip pretrained tag (e.g. laion400m_e32) or a local/fsspec weights file. "
                       "For precomputed embeddings: recorded only, naming the model that made them."),
+    click.option("--images-root", default=None,
+                 help="Precomputed embeddings: the folder (or fsspec URI) holding the images their metadata's "
+                      "image_path names. A path that names no file there (or, if absolute, nowhere) is not used "
+                      "as a locator: the row keeps only its url."),
     click.option("--model-config", type=click.Path(exists=True), default=None,
                  help="An open_clip model config JSON (or folder of them) to register before loading --model."),
     click.option("--batch-size", default=256, show_default=True),
@@ -35,12 +39,14 @@ def with_options(options):
 
 
 def friendly_errors(f):
-    """Bad input becomes a one-line error naming the file and what to do, not a traceback."""
+    """A user's mistake (UserError: SourceError, DomainError, ManifestError, MissingExtraError, …; a missing or
+    unreadable file) becomes a one-line error naming the file or option and the fix. Anything else is a bug and
+    keeps its traceback."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except (SourceError, ManifestError, DomainError, ValueError, FileNotFoundError) as e:
+        except (UserError, FileNotFoundError, PermissionError) as e:
             raise click.ClickException(str(e)) from e
     return wrapper
 
@@ -52,16 +58,20 @@ def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _embed(sources, out, model, pretrained, model_config, batch_size, workers, device, skip_bad_shards,
-           image_column, caption_column):
+def _register_model_config(model_config):
+    if model_config:
+        from ._manifests import require
+
+        require("open_clip", "pip install 'react-index[clip]'").add_model_config(model_config)
+
+
+def _embed(sources, out, model, pretrained, images_root, model_config, batch_size, workers, device,
+           skip_bad_shards, image_column, caption_column):
     from .embed import embed
 
-    if model_config:
-        import open_clip
-
-        open_clip.add_model_config(model_config)
+    _register_model_config(model_config)
     return embed(sources, out, model, pretrained, batch_size, workers, None if device == "auto" else device,
-                 skip_bad_shards, image_column, caption_column)
+                 skip_bad_shards, image_column, caption_column, images_root)
 
 
 @main.command("embed")
@@ -98,17 +108,11 @@ def embed_command(sources, out, **options):
 def build_command(sources, out, store, max_memory, index_key, target_recall, k, shards, queries, modalities,
                   **options):
     """Build tuned faiss indexes from an embedding STORE, or from SOURCES (embedded first)."""
-    from ._manifests import read_json
-    from .build import build_index
+    from .build import build_index, check_build_options, is_store
 
-    store_uri = sources[0] if len(sources) == 1 else None
-    is_store = False
-    if store_uri is not None:
-        try:
-            is_store = read_json(store_uri.rstrip("/") + "/manifest.json").get("kind") == "react.embedding-store"
-        except ManifestError:
-            is_store = False
-    if not is_store:
+    check_build_options(max_memory, target_recall, k, shards, queries)
+    store_uri = sources[0] if len(sources) == 1 and is_store(sources[0]) else None
+    if store_uri is None:
         store_uri = store or out.rstrip("/") + "/store"
         _embed(sources, store_uri, **options)
     build_index(store_uri, out, max_memory, index_key, target_recall, k, shards, queries, 0, modalities or None)
@@ -148,10 +152,7 @@ def query_command(index_dir, classes, templates, mode, k, per, cross_class, near
     from .domain import load_classes, load_templates
     from .query import Selection, retrieve
 
-    if model_config:
-        import open_clip
-
-        open_clip.add_model_config(model_config)
+    _register_model_config(model_config)
     selection = Selection(k, per, cross_class, near_duplicates, min_score, budget)
     chosen = load_templates(templates) if templates or not query_embeddings else []
     retrieve(index_dir, load_classes(classes), out, chosen, mode, selection, query_embeddings, examples, model,

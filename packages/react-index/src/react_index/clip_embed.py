@@ -8,7 +8,6 @@ a rerun skips shards already written. Under torchrun, rank r takes every WORLD_S
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections import Counter
@@ -17,11 +16,11 @@ from contextlib import nullcontext
 import numpy as np
 import open_clip
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from ._manifests import resolve_model
+from ._imagerows import CorruptImage, decode_rgb
+from ._manifests import UserError, resolve_model
 from .sources import InputShard, SourceError, read_samples
 from .store import metadata_table, write_shard
 
@@ -61,10 +60,9 @@ class ShardBatches(IterableDataset):
                 caption = (s["caption"] or "").strip()
                 reason = "missing_image" if s["image"] is None else "empty_caption" if not caption else None
                 if reason is None:
-                    try:
-                        with Image.open(io.BytesIO(s["image"])) as img:
-                            x = self.preprocess(img.convert("RGB"))
-                    except Exception as e:  # any decoder failure: the sample is skipped, never fatal
+                    try:  # one decoder everywhere: 16-bit images keep their tones, bombs are refused
+                        x = self.preprocess(decode_rgb(s["image"], f"{shard.uri}: sample {s['key']}"))
+                    except CorruptImage as e:  # the sample is skipped, never fatal
                         reason = "corrupt_image"
                         log.warning("%s: sample %s skipped: corrupt image (%s)", shard.uri, s["key"], e)
                 else:
@@ -178,11 +176,17 @@ class QueryEncoder:
     def texts(self, texts: list[str]) -> np.ndarray:
         return self._run(texts, lambda batch: self.model.encode_text(self.tokenizer(batch).to(self.device)))
 
-    def images(self, images: list[bytes]) -> np.ndarray:
+    def images(self, images: list[bytes], names: list[str] | None = None) -> np.ndarray:
+        """Example images (bytes; `names` say where each came from, for errors)."""
+        names = names or [f"example image {j}" for j in range(len(images))]
+
+        def decode(data: bytes, name: str):
+            try:
+                return decode_rgb(data, name)
+            except CorruptImage as e:  # the user's own example: say which one, do not skip it silently
+                raise UserError(f"{e}; replace or remove this example image") from None
+
         def encode(batch):
-            tensors = []
-            for data in batch:
-                with Image.open(io.BytesIO(data)) as img:
-                    tensors.append(self.preprocess(img.convert("RGB")))
+            tensors = [self.preprocess(decode(data, name)) for data, name in batch]
             return self.model.encode_image(torch.stack(tensors).to(self.device))
-        return self._run(images, encode)
+        return self._run(list(zip(images, names, strict=True)), encode)

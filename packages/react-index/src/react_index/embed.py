@@ -7,15 +7,18 @@ is embedded with open_clip by `clip_embed` (the `[clip]` extra).
 from __future__ import annotations
 
 import json
+import logging
 
 import fsspec
 
-from ._manifests import resolve_model, write_bytes_atomic
+from ._manifests import require, resolve_model, write_bytes_atomic
 from .precomputed import ingest_precomputed
 from .sources import SourceError, discover, expand_inputs, is_precomputed
-from .store import finalize, shard_done
+from .store import UNKNOWN, finalize, shard_done
 
-CLIP_EXTRA_HINT = "embedding images and text needs the [clip] extra: pip install 'react-index[clip]'"
+DEFAULT_MODEL = "ViT-B-32"  # what embedding images uses when --model is not given
+CLIP_INSTALL = "pip install 'react-index[clip]'"
+log = logging.getLogger("react_index")
 
 
 def _check_same_model(out: str, record: dict) -> None:
@@ -32,22 +35,40 @@ def _check_same_model(out: str, record: dict) -> None:
         write_bytes_atomic(uri, json.dumps(record).encode())
 
 
-def embed(sources, out: str, model: str = "ViT-B-32", pretrained: str | None = None, batch_size: int = 256,
+def precomputed_model(model: str | None, pretrained: str | None) -> dict:
+    """The model record of precomputed embeddings: what the user said, and `unknown` for what they did not.
+
+    Nothing here can tell which model made the vectors, so no default is recorded as if it were known."""
+    missing = [option for option, value in (("--model", model), ("--pretrained", pretrained)) if not value]
+    if missing:
+        log.warning("precomputed embeddings: %s not given, so the store records the model as %r; `react-index "
+                    "query` will then need --model/--pretrained or --query-embeddings. Pass the model that made "
+                    "these embeddings (e.g. --model ViT-B-32 --pretrained laion400m_e32) to record it",
+                    " and ".join(missing), f"{model or UNKNOWN} / {pretrained or UNKNOWN}")
+    return {"name": model or UNKNOWN, "pretrained": pretrained or UNKNOWN, "pretrained_sha256": None}
+
+
+def embed(sources, out: str, model: str | None = None, pretrained: str | None = None, batch_size: int = 256,
           workers: int = 4, device: str | None = None, skip_bad_shards: bool = False, image_column: str = "image",
-          caption_column: str = "caption") -> dict | None:
-    """Embed `sources` into the store `out`; returns its manifest (None on torchrun ranks other than 0)."""
+          caption_column: str = "caption", images_root: str | None = None) -> dict | None:
+    """Embed `sources` into the store `out`; returns its manifest (None on torchrun ranks other than 0).
+
+    `model` defaults to ViT-B-32 for images embedded here; for precomputed embeddings it is only recorded, and
+    recorded as unknown when not given. `images_root`: where the images named by precomputed metadata's
+    `image_path` live (relative paths are resolved against it; paths that name no file are not locators)."""
     uris = expand_inputs(list(sources))
     precomputed = [u for u in uris if is_precomputed(u)]
     if precomputed:
         if len(uris) != 1:
             raise SourceError("give one folder of precomputed embeddings at a time, and nothing else")
-        return ingest_precomputed(uris[0], out, {"name": model or "unknown", "pretrained": pretrained or "unknown",
-                                                 "pretrained_sha256": None})
+        return ingest_precomputed(uris[0], out, precomputed_model(model, pretrained), images_root)
+    if images_root:
+        raise SourceError("--images-root applies to precomputed embeddings (their metadata's image_path); "
+                          "other inputs carry their own image locations")
+    model = model or DEFAULT_MODEL
     shards = discover(uris)
-    try:
-        from . import clip_embed
-    except ImportError as e:
-        raise SourceError(f"{CLIP_EXTRA_HINT} ({e})") from None
+    clip_embed = require(".clip_embed", CLIP_INSTALL, "ingest precomputed embeddings (a folder holding img_emb/) "
+                         "instead", package="react_index")
     rank, world, _ = clip_embed.distributed_rank()
     record, weights = resolve_model(model, pretrained)
     if rank == 0:

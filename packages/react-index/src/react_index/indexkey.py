@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import re
 
+from ._manifests import UserError
+
 HNSW_M = 32
 PQ_CHOICES = (64, 48, 32, 24, 16, 8)
 MIN_POINTS_PER_CENTROID = 39
@@ -23,13 +25,26 @@ _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def parse_memory(text: str | int) -> int:
-    """'4G', '512M', '1.5GB', 4294967296 -> bytes."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)B?\s*", str(text).upper())
-    if not m:
-        raise ValueError(f"cannot read memory size {text!r}; write it like 4G, 512M or 1.5GB")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    """'4G', '512M', '1.5GB', 4294967296 -> bytes (a positive number)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)B?\s*", str(text).upper())
+        if not m:
+            raise UserError(f"--max-memory: cannot read memory size {text!r}; write it like 4G, 512M or 1.5GB")
+        value = int(float(m.group(1)) * _UNITS[m.group(2)])
+    if value <= 0:
+        raise UserError(f"--max-memory must be more than 0 bytes, got {text!r}")
+    return value
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _pow2(x: float) -> int:
@@ -85,6 +100,12 @@ def choose_index_key(n: int, d: int, max_memory: int) -> str:
     """The index the guidelines recommend for n vectors of width d within `max_memory` bytes."""
     budget = int(max_memory * 0.8)  # leave room for training data, add buffers and the process itself
     if n < 1_000:
+        need = estimate_memory("Flat", n, d)
+        if need > budget:  # too few vectors to train a compressed index: the raw vectors must fit
+            raise UserError(f"--max-memory {format_bytes(max_memory)} is too small for {n:,} vectors of width {d}: "
+                            f"they need {format_bytes(need)} as a Flat index (too few to train a compressed one), "
+                            f"and 80% of the budget goes to the index; raise --max-memory to at least "
+                            f"{format_bytes(math.ceil(need / 0.8))}")
         return "Flat"
     if n < 10_000 and estimate_memory(f"HNSW{HNSW_M}", n, d) <= budget:
         return f"HNSW{HNSW_M}"
@@ -98,9 +119,11 @@ def choose_index_key(n: int, d: int, max_memory: int) -> str:
         key = f"OPQ{m}_{dout},{quantizer(k)},PQ{m}x8"
         if estimate_memory(key, n, d) <= budget:
             return key
-    raise ValueError(f"no index fits {max_memory / 2**30:.2f} GiB for {n:,} vectors of width {d}: "
-                     f"even OPQ8 + PQ8 needs {estimate_memory(key, n, d) / 2**30:.2f} GiB; "
-                     "raise --max-memory or build with --shards and on-disk lists")
+    raise UserError(f"no index fits {max_memory / 2**30:.2f} GiB for {n:,} vectors of width {d}: "
+                    f"even OPQ8 + PQ8 needs {estimate_memory(key, n, d) / 2**30:.2f} GiB "
+                    f"({format_bytes(estimate_memory(key, n, d))}, and 80% of --max-memory "
+                    f"{format_bytes(max_memory)} goes to the index); raise --max-memory, or name an index with "
+                    "--index-key and build it with --shards into on-disk lists")
 
 
 def _pow2_floor(x: int) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ._imagerows import decode_rgb
 from ._manifests import write_bytes_atomic
 from .manifest import read_retrieval_manifest
 from .materialize import image_extension, read_image
@@ -25,21 +26,26 @@ MIME = {"jpg": "jpeg", "img": "jpeg"}
 def thumbnail(data: bytes, size: int = 128) -> str:
     """A data URI: a JPEG thumbnail when Pillow is installed, else the image as it is."""
     try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("RGB")
-            img.thumbnail((size, size))
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=80)
-            data, ext = buf.getvalue(), "jpg"
+        import PIL  # noqa: F401  (the [clip] extra)
     except ImportError:
         ext = image_extension(data)
+    else:
+        img = decode_rgb(data, "thumbnail")  # 16-bit images keep their tones instead of turning white
+        img.thumbnail((size, size))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=80)
+        data, ext = buf.getvalue(), "jpg"
     return f"data:image/{MIME.get(ext, ext)};base64,{base64.b64encode(data).decode()}"
 
 
 def histogram_svg(scores: np.ndarray, lo: float, hi: float, bins: int = 20, width: int = 220, height: int = 60) -> str:
-    counts, _ = np.histogram(scores, bins=bins, range=(lo, hi if hi > lo else lo + 1e-6))
+    """Bars of the score distribution over [lo, hi]; when every score is equal (a zero range), one bar."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if hi - lo > 1e-9 * max(1.0, abs(lo)):
+        counts, _ = np.histogram(scores, bins=bins, range=(lo, hi))
+    else:  # numpy cannot cut a zero-width range into bins
+        counts = np.zeros(bins, np.int64)
+        counts[bins // 2] = len(scores)
     top = max(int(counts.max()), 1)
     bar = width / bins
     rects = "".join(f'<rect x="{i * bar:.1f}" y="{height - height * c / top:.1f}" width="{bar - 1:.1f}" '

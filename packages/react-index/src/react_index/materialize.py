@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from ._manifests import write_bytes_atomic
-from .manifest import ManifestError, lineage_entry, read_retrieval_manifest, write_retrieval_manifest
-from .query import _write_parquet_atomic
+from ._imagerows import MissingImage, UrlOnlyRow, read_image_bytes
+from ._manifests import UserError, write_bytes_atomic, write_parquet_atomic
+from .manifest import lineage_entry, read_retrieval_manifest, write_retrieval_manifest
 
 MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG", "png"), (b"GIF8", "gif"), (b"BM", "bmp"))
 
@@ -35,21 +35,18 @@ def image_extension(data: bytes) -> str:
 
 
 def read_image(row: dict, download: bool = False) -> bytes:
-    """The image bytes a retrieval row points at."""
-    if row["image_offset"] is not None:
-        fs, path = fsspec.core.url_to_fs(row["image_uri"])
-        data = fs.cat_file(path, start=row["image_offset"], end=row["image_offset"] + row["image_length"])
-        if len(data) != row["image_length"]:
-            raise OSError(f"{row['image_uri']}: short read at byte {row['image_offset']} (file changed?)")
-        return data
+    """The image bytes a retrieval row points at (a tar member by ranged read, a file, or with `download` its URL)."""
     if row["image_uri"] is not None:
-        with fsspec.open(row["image_uri"], "rb") as f:
-            return f.read()
+        try:
+            return read_image_bytes(row["image_uri"], row["image_offset"], row["image_length"])
+        except MissingImage as e:
+            raise UserError(f"sample {row['sample_id']}: its image is not where the retrieval set says ({e}); "
+                            "the corpus moved or changed since the set was made") from None
     if download and row["url"]:
         with fsspec.open(row["url"], "rb") as f:
             return f.read()
-    raise ManifestError(f"sample {row['sample_id']} is known only by its URL ({row['url']}); pass --download, or "
-                        "download the set with img2dataset (react-index query --export-urls) first")
+    raise UrlOnlyRow(f"sample {row['sample_id']} is known only by its URL ({row['url']}); pass --download, or "
+                     "download the set with img2dataset (react-index query --export-urls) first")
 
 
 def _write_shard(path: str, samples: list[tuple[dict, bytes]]) -> dict[int, tuple[int, int]]:
@@ -104,7 +101,7 @@ def materialize(retrieval: str, out_dir: str, samples_per_shard: int = 1000, dow
     for name, j in (("image_offset", 1), ("image_length", 2)):
         new = new.set_column(new.schema.get_field_index(name), name, pa.array([w[j] for w in where], pa.int64()))
     rows_uri = f"{out_dir}/{os.path.basename(doc['rows_uri'])}"
-    _write_parquet_atomic(rows_uri, new)
+    write_parquet_atomic(rows_uri, new)
     body = {k: doc[k] for k in ("model", "mode", "k", "selection", "classes", "templates", "counts_per_class",
                                 "unique_samples")}
     manifest = write_retrieval_manifest(rows_uri, body, [lineage_entry(doc, doc["rows_uri"] + ".json")])

@@ -16,22 +16,22 @@ Memory grows with the number of candidates and selected samples, never with the 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 
 import faiss
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
-from ._manifests import RETRIEVAL_COLUMNS
+from ._manifests import RETRIEVAL_COLUMNS, UserError, require, write_parquet_atomic
 from .domain import DomainError, TargetClass, load_templates, prompts
-from .manifest import INDEX, lineage_entry, read_manifest, write_retrieval_manifest
+from .manifest import INDEX, ManifestError, lineage_entry, read_manifest, write_retrieval_manifest
 from .sources import IMAGE_EXTS
-from .store import Store, open_store
+from .store import UNKNOWN, Store, open_store
+
+CLIP_INSTALL = "pip install 'react-index[clip]'"
 
 MODES = ("t2i", "t2t", "i2i", "fusion")
 MODE_INDEX = {"t2i": "image", "i2i": "image", "t2t": "text"}
@@ -51,11 +51,19 @@ class Selection:
 
     def __post_init__(self):
         if self.per not in ("template", "class"):
-            raise ValueError(f"per must be 'template' or 'class', got {self.per!r}")
+            raise UserError(f"--per must be 'template' or 'class', got {self.per!r}")
         if self.cross_class not in ("keep-all", "best-class"):
-            raise ValueError(f"cross_class must be 'keep-all' or 'best-class', got {self.cross_class!r}")
+            raise UserError(f"--cross-class must be 'keep-all' or 'best-class', got {self.cross_class!r}")
         if self.k < 1:
-            raise ValueError(f"k must be at least 1, got {self.k}")
+            raise UserError(f"--k must be at least 1 (neighbours per query), got {self.k}")
+        if self.budget is not None and self.budget < 1:
+            raise UserError(f"--budget must be at least 1 (total rows of the set; leave it out for no budget), "
+                            f"got {self.budget}")
+        if self.near_duplicates is not None and not 0 < self.near_duplicates <= 1:
+            raise UserError(f"--near-duplicates is a cosine similarity in (0, 1] (e.g. 0.95), got "
+                            f"{self.near_duplicates}")
+        if self.min_score is not None and not math.isfinite(self.min_score):
+            raise UserError(f"--min-score must be a number, got {self.min_score}")
 
 
 @dataclass
@@ -75,13 +83,19 @@ class Queries:
         return Queries(present, ["ensemble"] * len(present), sums[present])
 
 
-def open_index(index_dir: str, modalities=None):
+def open_index(index_dir: str, modalities=None, manifest: dict | None = None):
     """(index manifest, store, {modality: faiss index with its tuned search parameters applied}), loading only
-    the indexes of `modalities` (default: all)."""
+    the indexes of `modalities` (default: all). The store must be the one the index was built from (same id):
+    row ids mean nothing against another."""
     index_dir = index_dir.rstrip("/")
-    manifest = read_manifest(f"{index_dir}/manifest.json", INDEX)
+    manifest = manifest or read_manifest(f"{index_dir}/manifest.json", INDEX)
     store_uri = manifest["lineage"][0]["uri"].rsplit("/", 1)[0] if manifest["lineage"] else f"{index_dir}/store"
     store = open_store(store_uri)
+    if manifest["lineage"] and store.manifest["id"] != manifest["lineage"][0]["id"]:
+        raise ManifestError(f"{store_uri}/manifest.json: field 'id' is {store.manifest['id'][:19]}…, but the index "
+                            f"{index_dir} was built from store {manifest['lineage'][0]['id'][:19]}…: the store changed "
+                            "since (its rows may be in another order), so the index's row ids would name the wrong "
+                            f"samples; rebuild the index (react-index build {store_uri} --out …)")
     indexes = {}
     fs, path = fsspec.core.url_to_fs(index_dir)
     local = isinstance(fs, LocalFileSystem)
@@ -89,7 +103,15 @@ def open_index(index_dir: str, modalities=None):
         if modalities is not None and modality not in modalities:
             continue
         file = f"{path}/{entry['file']}" if local else fsspec.open_local(f"simplecache::{index_dir}/{entry['file']}")
-        index = faiss.read_index(file, faiss.IO_FLAG_ONDISK_SAME_DIR if entry.get("on_disk") else 0)
+        try:
+            index = faiss.read_index(file, faiss.IO_FLAG_ONDISK_SAME_DIR if entry.get("on_disk") else 0)
+        except RuntimeError as e:
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
+            raise ManifestError(f"{index_dir}/{entry['file']}: faiss cannot read this index file ({reason}); "
+                                "rebuild the index with react-index build") from None
+        if index.ntotal != store.n:
+            raise ManifestError(f"{index_dir}/{entry['file']}: holds {index.ntotal:,} vectors but its store "
+                                f"{store_uri} has {store.n:,} rows; rebuild the index with react-index build")
         for name, value in entry["search_params"].items():
             faiss.ParameterSpace().set_index_parameter(index, name, value)
         indexes[modality] = index
@@ -105,7 +127,16 @@ def text_queries(classes: list[TargetClass], templates: list[str], encoder) -> Q
 def embedding_queries(path: str, classes: list[TargetClass], templates: list[str]) -> Queries:
     """Ready query vectors: (classes, d) or (classes, templates, d) float array in a .npy file."""
     with fsspec.open(path, "rb") as f:
-        x = np.load(f, allow_pickle=False).astype(np.float32)
+        try:
+            x = np.load(f, allow_pickle=False)
+            x = x.astype(np.float32)
+        except (ValueError, TypeError, EOFError) as e:
+            raise DomainError(f"{path}: --query-embeddings needs a float .npy array ({type(e).__name__}: {e})") \
+                from None
+    if x.ndim >= 2 and not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise DomainError(f"{path}: --query-embeddings holds NaN or infinite values (first at index "
+                          f"{tuple(int(i) for i in bad)}); such queries would retrieve arbitrary rows")
     if x.ndim == 2:
         x = x[:, None, :]
     if x.ndim != 3 or x.shape[0] != len(classes):
@@ -120,7 +151,7 @@ def embedding_queries(path: str, classes: list[TargetClass], templates: list[str
 def example_queries(examples: str, classes: list[TargetClass], encoder) -> Queries:
     """Example images in `examples/{class name}/…` for i2i."""
     fs, root = fsspec.core.url_to_fs(examples)
-    cls, labels, data = [], [], []
+    cls, labels, data, names = [], [], [], []
     for i, c in enumerate(classes):
         folder = f"{root.rstrip('/')}/{c.name}"
         files = sorted(f for f in fs.find(folder) if f.rsplit(".", 1)[-1].lower() in IMAGE_EXTS) \
@@ -129,9 +160,10 @@ def example_queries(examples: str, classes: list[TargetClass], encoder) -> Queri
             cls.append(i)
             labels.append("example:" + f.rsplit("/", 1)[-1])
             data.append(fs.cat_file(f))
+            names.append(f)
     if not data:
         raise DomainError(f"{examples}: no example images; put them in {examples}/<class name>/*.jpg")
-    return Queries(np.array(cls), labels, encoder.images(data))
+    return Queries(np.array(cls), labels, encoder.images(data, names))
 
 
 def probe_enough_lists(index, k: int) -> int | None:
@@ -277,19 +309,32 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
              device: str | None = None, export_urls: str | None = None) -> dict:
     """Run the domain's queries against the index and write the retrieval set `out` (+ sidecar)."""
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        raise UserError(f"--mode {mode!r} is unknown; choose from {', '.join(MODES)}")
+    if mode == "i2i" and not examples:
+        raise UserError("--mode i2i needs --examples DIR: example images in DIR/<class name>/*.jpg")
+    if examples and mode not in ("i2i", "fusion"):
+        raise UserError(f"--examples is used by --mode i2i and fusion only, not {mode}; drop it or change --mode")
     modes = ["t2i", "t2t"] + (["i2i"] if examples else []) if mode == "fusion" else [mode]
-    manifest, store, indexes = open_index(index_dir, {MODE_INDEX[m] for m in modes})
-    templates = templates if templates is not None else ([] if query_embeddings else load_templates(None))
-    missing = sorted({MODE_INDEX[m] for m in modes} - set(indexes))
+    manifest = read_manifest(f"{index_dir.rstrip('/')}/manifest.json", INDEX)
+    missing = sorted({MODE_INDEX[m] for m in modes} - set(manifest["indexes"]))
     if missing:
-        raise ValueError(f"{index_dir}: mode {mode} needs the {' and '.join(missing)} index, which it lacks")
+        raise UserError(f"{index_dir}: --mode {mode} needs the {' and '.join(missing)} index, which it lacks "
+                        f"(it has {', '.join(manifest['indexes'])}); build one with react-index build --modality")
+    templates = templates if templates is not None else ([] if query_embeddings else load_templates(None))
     encoder = None
     if not query_embeddings or "i2i" in modes:
-        from .clip_embed import QueryEncoder  # the [clip] extra; not needed for ready query embeddings
-
+        avoid = "pass ready query vectors with --query-embeddings FILE.npy (no torch needed)" \
+            if "i2i" not in modes else ""
+        clip_embed = require(".clip_embed", CLIP_INSTALL, avoid, package="react_index")  # the [clip] extra
         m = manifest["model"]
-        encoder = QueryEncoder(model or m["name"], pretrained or m["pretrained"] or None, device)
+        name, weights = model or m["name"], pretrained or m["pretrained"]
+        if UNKNOWN in (name, weights):
+            raise UserError(f"{index_dir}: nobody named the model that made this index's embeddings (recorded as "
+                            f"{m['name']} / {m['pretrained']}), so no encoder can be chosen for the queries: pass "
+                            "the model that made them with --model NAME --pretrained TAG|FILE, or ready query "
+                            "vectors with --query-embeddings FILE.npy")
+        encoder = clip_embed.QueryEncoder(name, weights or None, device)
+    manifest, store, indexes = open_index(index_dir, {MODE_INDEX[m] for m in modes}, manifest)
     text = None
     if any(m in ("t2i", "t2t") for m in modes):
         text = embedding_queries(query_embeddings, classes, templates) if query_embeddings else \
@@ -300,7 +345,11 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
         if selection.per == "class":
             q = q.ensembled(len(classes))
         if q.vectors.shape[1] != manifest["dim"]:
-            raise DomainError(f"query vectors have width {q.vectors.shape[1]}, the index {manifest['dim']}")
+            made_by = query_embeddings if m != "i2i" and query_embeddings else \
+                f"the model {model or manifest['model']['name']}"
+            raise DomainError(f"query vectors from {made_by} have width {q.vectors.shape[1]}, but the index "
+                              f"{index_dir} holds width {manifest['dim']}: queries must come from the model that "
+                              "embedded the corpus")
         candidates.append(search(indexes[MODE_INDEX[m]], q, selection.k))
         queries_by_mode.append(q)
     cls, ids, score = combine(candidates, store.n)
@@ -323,7 +372,7 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
         "sample_id": pa.array(ids, pa.int64()),
         **{c: rows.column(c) for c in JOIN_COLUMNS},
     }, schema=ROW_SCHEMA)
-    _write_parquet_atomic(out, table)
+    write_parquet_atomic(out, table)
     counts = np.bincount(cls, minlength=len(classes)).tolist()
     body = {"model": manifest["model"], "mode": mode, "k": selection.k,
             "selection": asdict(selection) | {"dedup": "within-class", "skipped_no_locator": skipped},
@@ -333,20 +382,9 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
     if export_urls:
         urls = table.filter(table.column("url").is_valid()).select(["url", "caption"])
         _, first = np.unique(np.asarray(urls.column("url").to_pylist(), dtype=object), return_index=True)
-        _write_parquet_atomic(export_urls, urls.take(pa.array(np.sort(first))))
+        write_parquet_atomic(export_urls, urls.take(pa.array(np.sort(first))))
     print(summary(sidecar, out, skipped))
     return sidecar
-
-
-def _write_parquet_atomic(uri: str, table: pa.Table) -> None:
-    fs, path = fsspec.core.url_to_fs(uri)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with fs.open(tmp, "wb") as f:
-        pq.write_table(table, f, row_group_size=65536)
-    fs.mv(tmp, path)
 
 
 def summary(sidecar: dict, out: str, skipped: int = 0) -> str:

@@ -15,15 +15,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ._manifests import UserError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
 FOLDER_SHARD_FILES = 10_000  # an image folder is split into input shards of this many images
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
 
-class SourceError(ValueError):
-    """An input cannot be found or read."""
+class SourceError(UserError):
+    """An input cannot be found or read (the message names it and what to do)."""
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -129,7 +132,7 @@ def read_samples(shard: InputShard, image_column: str = "image", caption_column:
     reader = {"tar": _tar_samples, "folder": _folder_samples, "parquet": _parquet_samples}[shard.kind]
     try:
         yield from reader(shard, image_column, caption_column)
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, OSError, EOFError, pa.ArrowException) as e:
         raise SourceError(f"{shard.uri}: unreadable {shard.kind} input ({type(e).__name__}: {e})") from e
 
 

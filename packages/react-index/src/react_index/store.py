@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
+import logging
 from dataclasses import dataclass, field
 
 import fsspec
@@ -22,9 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from ._manifests import write_bytes_atomic
+from ._manifests import UserError, local_atomic_path, write_bytes_atomic, write_parquet_atomic
 from .manifest import STORE, read_manifest, write_manifest
 
+log = logging.getLogger("react_index")
+
+UNKNOWN = "unknown"  # a model record's name / pretrained when nobody said which model made the embeddings
 MODALITY_DIRS = {"image": ("img_emb", "img_emb"), "text": ("text_emb", "text_emb")}
 
 METADATA_SCHEMA = pa.schema([
@@ -55,53 +58,86 @@ def shard_done(store: str, name: str) -> bool:
 
 def normalize_float16(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float16)
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return (x / np.maximum(norms, 1e-12)).astype(np.float16)
+
+
+def _npy_header(f, uri: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of an open .npy file; a file that is not one is an error naming it."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        return read_header(f)
+    except ValueError as e:
+        raise UserError(f"{uri}: not a readable .npy file ({e})") from None
 
 
 def iter_npy(uri: str, chunk_rows: int = 65536):
     """(first row, chunk) of a 2-d .npy file, read sequentially: never the whole array, never a memory map."""
     with fsspec.open(uri, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
+        shape, fortran, dtype = _npy_header(f, uri)
         if fortran or len(shape) != 2:
-            raise ValueError(f"{uri}: expected a C-ordered 2-d array, got shape {shape}")
+            raise UserError(f"{uri}: expected a C-ordered 2-d array, got shape {shape}")
         rows, width = shape
         for lo in range(0, rows, chunk_rows):
             n = min(chunk_rows, rows - lo)
             data = f.read(n * width * dtype.itemsize)
             if len(data) != n * width * dtype.itemsize:
-                raise ValueError(f"{uri}: file ends early (truncated .npy)")
+                raise UserError(f"{uri}: file ends early (truncated .npy)")
             yield lo, np.frombuffer(data, dtype=dtype).reshape(n, width)
 
 
 def npy_shape(uri: str) -> tuple[int, ...]:
     with fsspec.open(uri, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        return read_header(f)[0]
+        return _npy_header(f, uri)[0]
 
 
-def save_normalized(uri: str, chunks, shape: tuple[int, int], ) -> None:
-    """Write float16 L2-normalised rows from (first row, chunk) pieces, atomically, holding one chunk at a time."""
+def _write_float16(uri: str, chunks, shape: tuple[int, int], normalize: bool) -> np.ndarray:
+    """Write float16 rows from (first row, chunk) pieces atomically, holding one chunk at a time (L2-normalised
+    first with `normalize`); returns the mask of rows holding a NaN or an infinity."""
+    bad = np.zeros(shape[0], bool)
+
+    def fill(out):
+        for lo, chunk in chunks:
+            rows = normalize_float16(chunk) if normalize else np.asarray(chunk, np.float16)
+            out[lo:lo + len(rows)] = rows
+            bad[lo:lo + len(rows)] = ~np.isfinite(rows).all(axis=1)
+
     fs, path = fsspec.core.url_to_fs(uri)
     if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-        for lo, chunk in chunks:
-            out[lo:lo + len(chunk)] = normalize_float16(chunk)
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        with local_atomic_path(path) as tmp:  # a killed writer's temp file is removed by the next run
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+            fill(out)
+            out.flush()
+            del out
     else:
         out = np.empty(shape, np.float16)
-        for lo, chunk in chunks:
-            out[lo:lo + len(chunk)] = normalize_float16(chunk)
+        fill(out)
         buf = io.BytesIO()
         np.save(buf, out, allow_pickle=False)
         write_bytes_atomic(uri, buf.getvalue())
+    return bad
+
+
+def save_normalized(uri: str, chunks, shape: tuple[int, int]) -> np.ndarray:
+    """Write float16 L2-normalised rows from (first row, chunk) pieces, atomically, holding one chunk at a time.
+    Returns the mask of rows that are not finite (NaN / inf in the input)."""
+    return _write_float16(uri, chunks, shape, normalize=True)
+
+
+def _keep_rows(uri: str, keep: np.ndarray) -> None:
+    """Rewrite a stored float16 .npy with only the rows where `keep` is true."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, LocalFileSystem):
+        old = np.load(path, mmap_mode="r", allow_pickle=False)
+    else:
+        with fs.open(path, "rb") as f:
+            old = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    ids = np.flatnonzero(keep)
+    chunks = ((lo, np.asarray(old[ids[lo:lo + 65536]])) for lo in range(0, len(ids), 65536))
+    _write_float16(uri, chunks, (len(ids), old.shape[1]), normalize=False)
 
 
 def metadata_table(rows: list[dict]) -> pa.Table:
@@ -113,22 +149,37 @@ def write_shard(store: str, name: str, source: str, embeddings: dict, metadata: 
     """Write one shard's files (each atomically), then its marker; returns the marker (a manifest shard entry).
 
     `embeddings` maps a modality to an array, or to an .npy URI read chunk by chunk (for large precomputed files).
+    A row whose vector in any modality holds a NaN or an infinity could never be retrieved: it is dropped from
+    every modality and from the metadata, and counted as skipped (`nan_embedding`).
     """
     n = metadata.num_rows
-    entry = {"name": name, "source": source, "samples": n, "metadata": f"metadata/metadata_{name}.parquet",
-             "skipped": dict(sorted(skipped.items())), "dim": 0}
-    for modality, array in embeddings.items():
-        shape = npy_shape(array) if isinstance(array, str) else array.shape
+    shapes = {m: tuple(npy_shape(a) if isinstance(a, str) else a.shape) for m, a in embeddings.items()}
+    for modality, shape in shapes.items():
         if len(shape) != 2 or shape[0] != n:
-            raise ValueError(f"shard {name}: {modality} embeddings of shape {tuple(shape)} for {n} metadata rows")
-        entry["dim"] = int(shape[1])
-        entry[f"{MODALITY_DIRS[modality][0]}"] = emb_path(modality, name)
+            raise ValueError(f"shard {name}: {modality} embeddings of shape {shape} for {n} metadata rows")
+    if len({shape[1] for shape in shapes.values()}) > 1:
+        raise ValueError(f"shard {name}: embedding widths differ between modalities: {shapes}")
+    bad = np.zeros(n, bool)
+    for modality, array in embeddings.items():
         chunks = iter_npy(array) if isinstance(array, str) else \
             ((lo, array[lo:lo + 65536]) for lo in range(0, len(array), 65536))
-        save_normalized(_join(store, emb_path(modality, name)), chunks, tuple(shape))
-    buf = io.BytesIO()
-    pq.write_table(metadata, buf)
-    write_bytes_atomic(_join(store, entry["metadata"]), buf.getvalue())
+        bad |= save_normalized(_join(store, emb_path(modality, name)), chunks, shapes[modality])
+    skipped = dict(skipped)
+    if bad.any():
+        for modality in embeddings:
+            _keep_rows(_join(store, emb_path(modality, name)), ~bad)
+        metadata = metadata.filter(pa.array(~bad))
+        skipped["nan_embedding"] = skipped.get("nan_embedding", 0) + int(bad.sum())
+        files = ", ".join(a for a in embeddings.values() if isinstance(a, str)) or source
+        rows = np.flatnonzero(bad)
+        log.warning("%s: %d row(s) hold NaN/inf embeddings and are skipped (rows %s%s); counted as nan_embedding",
+                    files, len(rows), ", ".join(map(str, rows[:10])), ", …" if len(rows) > 10 else "")
+    entry = {"name": name, "source": source, "samples": metadata.num_rows,
+             "metadata": f"metadata/metadata_{name}.parquet", "skipped": dict(sorted(skipped.items())),
+             "dim": int(next(iter(shapes.values()))[1]) if shapes else 0}
+    for modality in embeddings:
+        entry[MODALITY_DIRS[modality][0]] = emb_path(modality, name)
+    write_parquet_atomic(_join(store, entry["metadata"]), metadata)
     write_bytes_atomic(_join(store, marker_path(name)), json.dumps(entry).encode())
     return entry
 
@@ -138,19 +189,32 @@ def read_marker(store: str, name: str) -> dict:
         return json.loads(f.read())
 
 
-def finalize(store: str, names: list[str], model: dict, inputs: list[str], lineage=()) -> dict:
-    """Write the store manifest from the shard markers, in input order."""
+SHARD_ORDERS = {
+    "input": "the inputs as given, brace patterns and globs expanded",
+    "path-text": "the img_emb/*.npy paths sorted as text, as embedding-reader, autofaiss and clip-retrieval read a "
+                 "folder (img_emb_10 before img_emb_2)",
+}
+
+
+def finalize(store: str, names: list[str], model: dict, inputs: list[str], lineage=(),
+             shard_order: str = "input") -> dict:
+    """Write the store manifest from the shard markers, in the order given (`shard_order` says which rule made it:
+    row i of the store is row i of the shards concatenated in that order)."""
+    if shard_order not in SHARD_ORDERS:
+        raise ValueError(f"unknown shard order {shard_order!r}")
     shards = [read_marker(store, n) for n in names]
     modalities = [m for m, (folder, _) in MODALITY_DIRS.items() if shards and all(folder in s for s in shards)]
     dims = {s["dim"] for s in shards if s["samples"]}
     if len(dims) > 1:
-        raise ValueError(f"{store}: shards disagree on the embedding width: {sorted(dims)}")
+        widths = ", ".join(f"{s['name']}: {s['dim']}" for s in shards if s["samples"])
+        raise UserError(f"{store}: shards disagree on the embedding width ({widths}); one store holds one model's "
+                        "embeddings: embed or ingest the odd shards into another store")
     skipped = {}
     for s in shards:
         for reason, count in s["skipped"].items():
             skipped[reason] = skipped.get(reason, 0) + count
     body = {"model": model, "dim": dims.pop() if dims else 0, "dtype": "float16", "normalized": True,
-            "modalities": modalities, "shards": shards,
+            "modalities": modalities, "shard_order": shard_order, "shards": shards,
             "counts": {"samples": sum(s["samples"] for s in shards), "skipped": dict(sorted(skipped.items()))},
             "inputs": list(inputs)}
     return write_manifest(_join(store, "manifest.json"), STORE, body, lineage)
@@ -182,7 +246,8 @@ class Store:
             shard = self.manifest["shards"][i]
             rel = shard.get(MODALITY_DIRS[modality][0])
             if rel is None:
-                raise ValueError(f"{self.uri}: the store holds no {modality} embeddings")
+                raise UserError(f"{self.uri}: the store holds no {modality} embeddings (it has "
+                                f"{', '.join(self.manifest['modalities']) or 'none'})")
             uri = _join(self.uri, rel)
             fs, path = fsspec.core.url_to_fs(uri)
             if isinstance(fs, LocalFileSystem):
