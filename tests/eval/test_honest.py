@@ -316,3 +316,13 @@ def test_a_bug_keeps_its_exception_and_a_user_mistake_is_one_line(toy_root, tmp_
     assert user.output.strip().splitlines() == [
         f"Error: {tmp_path / 'test.csv'}: row 2 (path '{image}'): label 'rhombus' is not a class name in "
         f"{tmp_path / 'classnames.txt'} (e.g. 'circle', 'square'); fix the label or the class list"]
+
+
+def test_an_unknown_model_or_pretrained_tag_is_one_line(toy_root, tmp_path):
+    captions = str(toy_root / "eval" / "retrieval" / "captions.json")
+    for args, message in ((["--model", "ViT-Nope"], "--model ViT-Nope: not an open_clip model name"),
+                          (["--model", "ViT-B-32", "--pretrained", "laion_typo"],
+                           "--pretrained laion_typo: neither a weights file nor an open_clip tag of ViT-B-32")):
+        out = CliRunner().invoke(main, ["run", *args, "--dataset", captions, "--task", "zeroshot_retrieval",
+                                        "--out", str(tmp_path / "out")])
+        assert out.exit_code == 1 and message in out.output, out.output
