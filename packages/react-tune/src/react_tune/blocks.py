@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ._manifests import UserError
+
 
 class GatedBlock(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm,
@@ -57,7 +59,7 @@ def image_layers(model) -> nn.ModuleList:
     try:
         return model.visual.transformer.resblocks
     except AttributeError:
-        raise ValueError(f"{type(model).__name__}: gated blocks need an open_clip ViT image tower "
+        raise UserError(f"{type(model).__name__}: gated blocks need an open_clip ViT image tower "
                          "(model.visual.transformer.resblocks); this model has none") from None
 
 
@@ -75,7 +77,7 @@ def block_config(model, k: int | None = None) -> dict:
     n = len(layers)
     k = default_k(n) if k is None else k
     if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and the {n} layers of the image tower, got {k}")
+        raise UserError(f"--k must be between 1 and the {n} layers of the image tower, got {k}")
     width = host.ln_1.normalized_shape[0]
     act = type(host.mlp.gelu).__name__
     return {"k": k, "positions": list(range(n - k, n)), "width": width, "heads": host.attn.num_heads,

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import fsspec
@@ -15,19 +16,16 @@ import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from ._manifests import _sha256, resolve_model, write_bytes_atomic
+from ._manifests import UserError, _sha256, join, manifest_uri, resolve_model, write_bytes_atomic
 from .manifest import CHECKPOINT, ManifestError, read_manifest, write_manifest
 from .model import customize, load_base
 
 WEIGHTS = "blocks.safetensors"
 
 
-def _join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts])
-
-
-def read_safetensors(uri: str) -> dict[str, torch.Tensor]:
-    """Load a safetensors file; anything else — above all a pickle from torch.save — is refused."""
+def read_safetensors(uri: str, sha256: str | None = None, recorded_in: str = "") -> dict[str, torch.Tensor]:
+    """Load a safetensors file; anything else — above all a pickle from torch.save — is refused. With `sha256`
+    (as a manifest records it), bytes that differ from those recorded are refused too."""
     try:
         with fsspec.open(uri, "rb") as f:
             data = f.read()
@@ -36,6 +34,10 @@ def read_safetensors(uri: str) -> dict[str, torch.Tensor]:
     if data[:2] == b"PK" or data[:1] == b"\x80":
         raise ManifestError(f"{uri}: this is a pickle (torch.save) file; react-tune never unpickles weights, "
                             "which can run arbitrary code. Save them with safetensors instead")
+    if sha256 is not None and "sha256:" + hashlib.sha256(data).hexdigest() != sha256:
+        raise ManifestError(f"{uri}: the file changed after {recorded_in or 'its manifest'} was written: its sha256 "
+                            f"is not the {sha256[:19]}… recorded there. Restore the file that was saved, or train "
+                            "again; react-tune does not load weights other than those its manifest names")
     try:
         return load_bytes(data)
     except Exception as e:
@@ -44,6 +46,10 @@ def read_safetensors(uri: str) -> dict[str, torch.Tensor]:
 
 def write_safetensors(uri: str, tensors: dict[str, torch.Tensor]) -> None:
     write_bytes_atomic(uri, save_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
+
+
+class StateError(UserError):
+    """A saved training state (OUT/state/) that cannot be resumed from."""
 
 
 # --- resumable training state ----------------------------------------------------------------------
@@ -59,58 +65,86 @@ def _optimizer_tensors(optimizer) -> tuple[dict, dict]:
 
 
 def save_state(out: str, step: int, trainable: dict, optimizer, position: dict) -> None:
-    folder = _join(out, "state", f"{step:08d}")
-    write_safetensors(_join(folder, "trainable.safetensors"), trainable)
+    folder = join(out, "state", f"{step:08d}")
+    write_safetensors(join(folder, "trainable.safetensors"), trainable)
     tensors, meta = _optimizer_tensors(optimizer)
-    write_safetensors(_join(folder, "optimizer.safetensors"), tensors)
-    write_safetensors(_join(folder, "rng.safetensors"), {"torch": torch.get_rng_state()})
+    write_safetensors(join(folder, "optimizer.safetensors"), tensors)
+    write_safetensors(join(folder, "rng.safetensors"), {"torch": torch.get_rng_state()})
     latest = {"step": step, "folder": f"{step:08d}", "position": position, "optimizer": meta}
-    write_bytes_atomic(_join(out, "state", "latest.json"), json.dumps(latest).encode())
-    fs, path = fsspec.core.url_to_fs(_join(out, "state"))
+    write_bytes_atomic(join(out, "state", "latest.json"), json.dumps(latest).encode())
+    fs, path = fsspec.core.url_to_fs(join(out, "state"))
     for old in fs.ls(path, detail=False):  # earlier complete states are no longer needed
         if old.rstrip("/").rsplit("/", 1)[-1].isdigit() and not old.rstrip("/").endswith(f"{step:08d}"):
             fs.rm(old, recursive=True)
 
 
+def assign(model, tensors: dict[str, torch.Tensor], where: str, expected: set[str] | None = None) -> None:
+    """Copy saved tensors into the model's parameters of the same names, refusing (naming `where` and the
+    tensor) a name the model lacks, a shape that does not fit, or — with `expected` — a parameter not saved."""
+    params = dict(model.named_parameters())
+    unknown = sorted(set(tensors) - set(params))
+    if unknown:
+        raise ManifestError(f"{where}: {len(unknown)} tensors do not fit this model (e.g. {unknown[0]}); is this the "
+                            "right base model, --variant and --k?")
+    for name in sorted(tensors):
+        if tuple(tensors[name].shape) != tuple(params[name].shape):
+            raise ManifestError(f"{where}: tensor {name} has shape {list(tensors[name].shape)}, but this model's "
+                                f"has shape {list(params[name].shape)}; the weights were made for another base model "
+                                "(or width); is this the right base model?")
+    absent = sorted((expected or set()) - set(tensors))
+    if absent:
+        raise ManifestError(f"{where}: {len(absent)} trained tensors are missing (e.g. {absent[0]}); the file is "
+                            "incomplete or belongs to another variant")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value)
+
+
 def has_state(out: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(_join(out, "state", "latest.json"))
+    fs, path = fsspec.core.url_to_fs(join(out, "state", "latest.json"))
     return fs.exists(path)
 
 
 def load_state(out: str, model, optimizer) -> dict | None:
     """Restore trainable weights, optimizer and RNG from the latest complete state; returns its position."""
-    fs, path = fsspec.core.url_to_fs(_join(out, "state", "latest.json"))
+    uri = join(out, "state", "latest.json")
+    fs, path = fsspec.core.url_to_fs(uri)
     if not fs.exists(path):
         return None
     with fs.open(path, "rb") as f:
-        latest = json.loads(f.read())
-    folder = _join(out, "state", latest["folder"])
-    trainable = read_safetensors(_join(folder, "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in trainable.items():
-            params[name].copy_(value)
-    tensors = read_safetensors(_join(folder, "optimizer.safetensors"))
-    meta = latest["optimizer"]
+        data = f.read()
+    try:
+        latest = json.loads(data)
+        folder = join(out, "state", latest["folder"])
+        step, position, meta = int(latest["step"]), dict(latest["position"]), latest["optimizer"]
+        groups, scalars = meta["param_groups"], meta["scalars"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise StateError(f"{uri}: not a complete training state ({type(e).__name__}: {e}); it is truncated or "
+                         f"was edited. To start over, remove {join(out, 'state')} (or use a new --out); to keep "
+                         "the run, restore the file") from None
+    trainable = read_safetensors(join(folder, "trainable.safetensors"))
+    assign(model, trainable, join(folder, "trainable.safetensors"),
+           {name for name, p in model.named_parameters() if p.requires_grad})
+    tensors = read_safetensors(join(folder, "optimizer.safetensors"))
     state: dict = {}
-    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+    for key, value in list(tensors.items()) + list(scalars.items()):
         i, name = key.split(".", 1)
         state.setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(read_safetensors(_join(folder, "rng.safetensors"))["torch"])
-    return latest["position"] | {"step": latest["step"]}
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    torch.set_rng_state(read_safetensors(join(folder, "rng.safetensors"))["torch"])
+    return position | {"step": step}
 
 
 # --- the final checkpoint -------------------------------------------------------------------------
 
 def write_checkpoint(out: str, trainable: dict, base: dict, variant: str, blocks: dict | None, training: dict,
                      lineage) -> dict:
-    uri = _join(out, WEIGHTS)
+    uri = join(out, WEIGHTS)
     write_safetensors(uri, trainable)
     weights = {"file": WEIGHTS, "sha256": _sha256(uri), "parameters": int(sum(t.numel() for t in trainable.values()))}
     blocks = blocks or {"k": 0, "positions": [], "width": 0, "heads": 0, "mlp_ratio": 0.0, "act": ""}
     body = {"base_model": base, "variant": variant, "blocks": blocks, "weights": weights, "training": training}
-    return write_manifest(_join(out, "manifest.json"), CHECKPOINT, body, lineage)
+    return write_manifest(join(out, "manifest.json"), CHECKPOINT, body, lineage)
 
 
 def load_checkpoint(checkpoint_dir: str, device: str = "cpu", pretrained: str | None = None):
@@ -119,26 +153,21 @@ def load_checkpoint(checkpoint_dir: str, device: str = "cpu", pretrained: str | 
     `pretrained` overrides where the base weights come from (e.g. the same file at another path); its
     checksum must match the one recorded, so a checkpoint is never applied to the wrong base.
     """
-    manifest = read_manifest(_join(checkpoint_dir, "manifest.json"), CHECKPOINT)
+    manifest = read_manifest(manifest_uri(checkpoint_dir), CHECKPOINT)
     base = manifest["base_model"]
     if not manifest["weights"]["file"].endswith(".safetensors"):
         raise ManifestError(f"{checkpoint_dir}: weights file {manifest['weights']['file']} is not safetensors; "
                             "react-tune loads only safetensors")
-    tensors = read_safetensors(_join(checkpoint_dir, manifest["weights"]["file"]))
+    weights_uri = join(checkpoint_dir, manifest["weights"]["file"])
+    tensors = read_safetensors(weights_uri, manifest["weights"]["sha256"], manifest_uri(checkpoint_dir))
     record, _ = resolve_model(base["name"], pretrained or base["pretrained"] or None)
     if base["pretrained_sha256"] and record["pretrained_sha256"] not in (None, base["pretrained_sha256"]):
         raise ManifestError(f"{checkpoint_dir}: the base weights {record['pretrained']} differ from those the "
                             f"blocks were trained on ({base['pretrained_sha256'][:19]}…)")
     model, _, preprocess, tokenizer, _ = load_base(base["name"], pretrained or base["pretrained"] or None)
     customize(model, manifest["variant"], manifest["blocks"]["k"] or None, seed=None)
-    missing = set(tensors) - set(dict(model.named_parameters()))
-    if missing:
-        raise ManifestError(f"{checkpoint_dir}: {len(missing)} tensors do not fit {base['name']} "
-                            f"(e.g. {sorted(missing)[0]}); is this the right base model?")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in tensors.items():
-            params[name].copy_(value)
+    assign(model, tensors, f"{weights_uri} (checkpoint for {base['name']})",
+           {name for name, p in model.named_parameters() if p.requires_grad})
     return model.eval().to(device), preprocess, tokenizer, manifest
 
 

@@ -6,15 +6,20 @@ import logging
 import click
 
 from . import __version__
-from ._manifests import ManifestError
+from ._manifests import UserError
+
+POSITIVE = click.IntRange(min=1)
+COUNT = click.IntRange(min=0)
 
 
 def friendly_errors(f):
+    """A user's mistake (UserError: a bad file, row, field or option; a missing or unreadable path) is one line
+    naming it and exit 1; anything else is a bug and keeps its traceback."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except (ManifestError, ValueError, FileNotFoundError) as e:
+        except (UserError, FileNotFoundError, PermissionError) as e:
             raise click.ClickException(str(e)) from e
     return wrapper
 
@@ -35,27 +40,34 @@ def main():
 @click.option("--out", required=True, help="Checkpoint folder.")
 @click.option("--variant", type=click.Choice(["gated-image", "locked-text"]), default="gated-image",
               show_default=True)
-@click.option("--k", "k", type=int, default=None,
+@click.option("--k", "k", type=POSITIVE, default=None,
               help="Gated blocks, before the last k image layers [6 for 12 layers].")
-@click.option("--steps", type=int, default=None, help="Optimizer steps [default: one epoch].")
-@click.option("--epochs", type=float, default=None)
-@click.option("--batch-size", default=256, show_default=True, help="Global batch per optimizer step.")
-@click.option("--accum", default=1, show_default=True, help="Micro-batches per step (gradient accumulation).")
-@click.option("--lr", type=float, default=None, help="Peak learning rate [5e-4 gated-image, 5e-5 locked-text].")
-@click.option("--weight-decay", default=0.1, show_default=True)
-@click.option("--warmup", type=int, default=None, help="Warmup steps [min(5000, 10% of steps)].")
+@click.option("--steps", type=POSITIVE, default=None, help="Optimizer steps [default: one epoch].")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--batch-size", type=POSITIVE, default=256, show_default=True, help="Global batch per optimizer step.")
+@click.option("--accum", type=POSITIVE, default=1, show_default=True,
+              help="Micro-batches per step (gradient accumulation).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate [5e-4 gated-image, 5e-5 locked-text].")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option("--warmup", type=COUNT, default=None, help="Warmup steps [min(5000, 10% of steps)].")
 @click.option("--augment", type=click.Choice(["open_clip", "react"]), default="open_clip", show_default=True,
               help="open_clip's training transform, or REACT's strong recipe.")
-@click.option("--workers", default=4, show_default=True)
+@click.option("--workers", type=COUNT, default=4, show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "amp"]), default="auto", show_default=True)
 @click.option("--grad-checkpointing", is_flag=True)
 @click.option("--no-text-cache", is_flag=True, help="Encode captions every step instead of once (slower).")
 @click.option("--cache-dir", default=None, help="Where the frozen-text cache lives [OUT/text-cache].")
-@click.option("--save-every", default=500, show_default=True, help="Save a resumable state every N steps.")
-@click.option("--log-every", default=10, show_default=True, help="Append to OUT/log.jsonl every N steps.")
+@click.option("--save-every", type=POSITIVE, default=500, show_default=True,
+              help="Save a resumable state every N steps.")
+@click.option("--log-every", type=POSITIVE, default=10, show_default=True,
+              help="Append to OUT/log.jsonl every N steps.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT's latest saved state, at its exact step.")
+@click.option("--max-bad-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Stop when more than this share of the rows read (from the first 1,000 on) has no usable image "
+                   "(missing or undecodable); a whole batch with none stops the run below 1. 1: never stop.")
 @friendly_errors
 def train_command(model_config, no_text_cache, **options):
     """Train gated blocks (or the image tower) on a retrieval set; write blocks.safetensors + manifest."""

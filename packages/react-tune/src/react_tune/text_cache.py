@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ._manifests import local_atomic_path
+
 
 def cache_key(model_record: dict, manifest_id: str) -> str:
     blob = json.dumps({"model": model_record, "manifest": manifest_id}, sort_keys=True)
@@ -52,8 +54,6 @@ def caption_features(model, tokenizer, captions: list[str], cache_dir: str | Non
     features = encode_captions(model, tokenizer, distinct, device, batch_size)
     index = torch.tensor([position[c] for c in captions], dtype=torch.long)
     if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        save_file({"features": features.contiguous(), "index": index}, tmp)
-        os.replace(tmp, path)
+        with local_atomic_path(path) as tmp:  # renamed into place only when complete
+            save_file({"features": features.contiguous(), "index": index}, tmp)
     return CaptionFeatures(features, index)

@@ -4,6 +4,8 @@ One readable loop: symmetric InfoNCE (open_clip's ClipLoss) with a learned tempe
 ln 100; AdamW (β 0.9/0.98, eps 1e-6, no decay on biases, norms, gates, logit_scale); linear warmup
 then cosine; gradient accumulation; AMP on GPU; optional gradient checkpointing of the blocks;
 DDP under torchrun with features gathered across ranks; periodic, atomic, exactly resumable saves.
+Rows whose image is missing or undecodable are skipped and counted by reason (summed over ranks); a batch
+with no readable image is no optimizer step; a run stops when the unreadable share passes --max-bad-fraction.
 Captions go through the frozen text tower once (the text cache), not every step.
 """
 
@@ -19,18 +21,22 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.nn as dist_nn
+import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ._manifests import UserError
 from .blocks import gate_values, set_gradient_checkpointing
 from .checkpoint import has_state, load_state, save_state, write_checkpoint
-from .data import EpochSampler, RetrievalImages, collate, load_rows, react_augmentation
+from .data import REASONS, EpochSampler, RetrievalImages, collate, load_rows, react_augmentation
 from .manifest import lineage_entry
 from .model import customize, load_base, optimizer_groups, parameter_counts, trainable_state
 from .text_cache import cache_key, caption_features
 
 LOGIT_SCALE_MAX = math.log(100)
+FIRST_ROWS = 1000  # --max-bad-fraction is checked from this many rows read on (or the whole run, if smaller)
 
 
 @dataclass
@@ -59,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     resume: bool = False  # continue from OUT's latest saved state; without it, a saved state is an error
+    max_bad_fraction: float = 0.5  # stop when more than this share of the rows read has no usable image
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -77,8 +84,33 @@ def _log(path: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse options that would divide by zero, loop forever or silently mean something else, naming the option."""
+    for field in ("steps", "batch_size", "accum", "save_every", "log_every", "k"):
+        value = getattr(cfg, field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"--{field.replace('_', '-')} must be a positive integer, got {value!r}")
+    for field in ("warmup", "workers"):
+        value = getattr(cfg, field)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise UserError(f"--{field} must be 0 or a positive integer, got {value!r}")
+    for field in ("epochs", "lr"):
+        value = getattr(cfg, field)
+        if value is not None and not value > 0:  # also refuses NaN
+            raise UserError(f"--{field} must be a positive number, got {value!r}")
+    if not cfg.weight_decay >= 0:
+        raise UserError(f"--weight-decay must be 0 or positive, got {cfg.weight_decay!r}")
+    if not 0 <= cfg.max_bad_fraction <= 1:
+        raise UserError(f"--max-bad-fraction must be between 0 and 1, got {cfg.max_bad_fraction!r}")
+    if cfg.steps is not None and cfg.epochs is not None:
+        raise UserError("--steps and --epochs both set the run's length; give one of them")
+    if cfg.batch_size % cfg.accum:
+        raise UserError(f"--batch-size {cfg.batch_size} must be a multiple of --accum {cfg.accum}")
+
+
 def train(cfg: TrainConfig) -> dict | None:
     """Train and write the checkpoint to `cfg.out`; returns its manifest (None on ranks other than 0)."""
+    check_config(cfg)
     rank, world, local_rank = _distributed()
     device = torch.device(cfg.device) if cfg.device else \
         torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
@@ -100,12 +132,12 @@ def train(cfg: TrainConfig) -> dict | None:
 
     micro = cfg.batch_size // cfg.accum  # one contrastive batch, across all ranks
     if micro % world or micro < 2:
-        raise ValueError(f"batch size {cfg.batch_size} / accum {cfg.accum} must be a multiple of the "
-                         f"{world} process(es) and at least 2")
+        raise UserError(f"--batch-size {cfg.batch_size} / --accum {cfg.accum} must be a multiple of the "
+                        f"{world} process(es) and at least 2")
     n = len(rows["sample_id"])
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{cfg.manifest}: {n} rows is less than one batch of {cfg.batch_size}")
+        raise UserError(f"{cfg.manifest}: {n} rows is less than one batch of --batch-size {cfg.batch_size}")
     total = cfg.steps or max(1, round((cfg.epochs or 1) * steps_per_epoch))
     warmup = cfg.warmup if cfg.warmup is not None else min(5000, total // 10)
     peak = cfg.lr or (5e-4 if cfg.variant == "gated-image" else 5e-5)
@@ -115,23 +147,29 @@ def train(cfg: TrainConfig) -> dict | None:
         texts = caption_features(model, tokenizer, rows["caption"], cache_dir if main or world == 1 else None,
                                  cache_key(base, doc["id"]), device)
     mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
-    transform = react_augmentation(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple)
-                                   else model.visual.image_size, mean, std) if cfg.augment == "react" \
-        else preprocess_train
+    size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+    transform = react_augmentation(size, mean, std) if cfg.augment == "react" else preprocess_train
     dataset = RetrievalImages(rows, transform, cfg.seed)
 
     opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=peak, betas=(0.9, 0.98), eps=1e-6)
     position = load_state(cfg.out, model, opt) if cfg.resume else None
     if position is None and has_state(cfg.out) and not cfg.resume:
-        raise ValueError(f"{cfg.out} holds a saved training state; pass --resume to continue it, or use a new --out")
-    position = position or {"step": 0, "skipped": {}}
+        raise UserError(f"{cfg.out} holds a saved training state; pass --resume to continue it, or use a new --out")
+    position = position or {"step": 0}
+    # The loop's position, saved with every state (exact resume): optimizer steps taken, global batches drawn
+    # (more than the steps when a batch had no readable image), and counts summed over all ranks.
     step = position["step"]
-    skipped: dict[str, int] = dict(position.get("skipped", {}))
+    drawn = position.get("batches", step)
+    skipped = {r: int(position.get("skipped", {}).get(r, 0)) for r in REASONS}
+    rows_read = position.get("rows_read", drawn * cfg.batch_size)
+    samples_seen = position.get("samples_seen", rows_read - sum(skipped.values()))
+    empty_batches = position.get("empty_batches", 0)
+    last_loss = position.get("loss")
     if step and main:
         print(f"resuming at step {step} of {total}")
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if world > 1 else model
-    loss_fn = ClipLoss(local_loss=world > 1, gather_with_grad=world > 1, rank=rank, world_size=world)
+    loss_fn = ClipLoss()
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     use_amp = device.type == "cuda" and cfg.precision in ("auto", "amp", "bf16", "fp16")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -140,24 +178,35 @@ def train(cfg: TrainConfig) -> dict | None:
 
     model.train()
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
-    last_loss, seen, t0 = None, 0, time.perf_counter()
-    epoch, in_epoch = divmod(step, steps_per_epoch)
-    sampler = EpochSampler(n, cfg.seed, epoch, in_epoch * cfg.batch_size, rank, world, micro,
-                           epochs=math.ceil((total - step + in_epoch) / steps_per_epoch))
+    seen, t0 = 0, time.perf_counter()
+    epoch, in_epoch = divmod(drawn, steps_per_epoch)
+    sampler = EpochSampler(n, cfg.seed, epoch, in_epoch * cfg.batch_size, rank, world, micro, epochs=None,
+                           epoch_batch=cfg.batch_size)  # without end: batches with no readable image are redrawn
     loader = DataLoader(dataset, batch_size=micro // world, sampler=sampler, num_workers=cfg.workers,
                         collate_fn=collate, drop_last=True, persistent_workers=False)  # one loader for the whole run
     batches = iter(loader)
+    first_rows = min(FIRST_ROWS, total * cfg.batch_size)
+    example: dict[str, str] = {}  # the first skipped row of each reason (this rank), for error messages
+    consecutive_empty = 0
     while step < total:
         lr = lr_at(step, total, warmup, peak)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        step_loss = 0.0
+        losses, step_samples = [], 0
         for _ in range(cfg.accum):
             images, row_ids, bad = next(batches)
-            skipped["corrupt_image"] = skipped.get("corrupt_image", 0) + len(bad)
-            if images is None:
+            for _, reason, message in bad:
+                example.setdefault(reason, message)
+            per_rank = _gather_counts(len(row_ids), [reason for _, reason, _ in bad], world, device)
+            good = sum(c[0] for c in per_rank)
+            for i, reason in enumerate(REASONS, 1):
+                skipped[reason] += sum(c[i] for c in per_rank)
+            rows_read += sum(map(sum, per_rank))
+            if good == 0:  # on every rank alike: nothing to learn from, no forward pass
                 continue
+            if images is None:  # other ranks have images: join their collectives with a placeholder, unused
+                images = torch.zeros(1, 3, size, size)
             with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
                 image_features = _encode_images(ddp, images.to(device, non_blocking=True))
                 if cfg.text_cache:
@@ -166,46 +215,125 @@ def train(cfg: TrainConfig) -> dict | None:
                     with torch.no_grad():
                         tokens = tokenizer([rows["caption"][i] for i in row_ids.tolist()]).to(device)
                         text_features = model.encode_text(tokens, normalize=True)
-                loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp())
+                loss = contrastive_loss(image_features.float(), text_features.float(), model.logit_scale.exp(),
+                                        [c[0] for c in per_rank], rank, loss_fn)
             scaler.scale(loss / cfg.accum).backward()
-            step_loss += float(loss.detach()) / cfg.accum
-            seen += len(row_ids) * world
+            losses.append(_global_mean(loss.detach(), world))
+            step_samples += good
+        drawn += 1
+        if not losses:  # no readable image in the whole batch: no optimizer step, the schedule does not move
+            empty_batches, consecutive_empty = empty_batches + 1, consecutive_empty + 1
+            if cfg.max_bad_fraction < 1:
+                raise _unreadable(cfg, f"no image of a whole batch of {cfg.batch_size} rows could be read "
+                                       f"(batch {drawn}, before step {step + 1})", rows_read, skipped, example)
+            if consecutive_empty >= steps_per_epoch:
+                raise _unreadable(cfg, f"no image could be read in {consecutive_empty} batches in a row (an epoch)",
+                                  rows_read, skipped, example)
+            continue
+        consecutive_empty = 0
+        if len(losses) < cfg.accum:  # micro-batches without images: the step's gradient is the mean of the others
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(cfg.accum / len(losses))
         scaler.step(opt)
         scaler.update()
         with torch.no_grad():
             model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
-        step, last_loss = step + 1, step_loss
+        step, last_loss = step + 1, sum(losses) / len(losses)
+        samples_seen, seen = samples_seen + step_samples, seen + step_samples
+        bad_rows = sum(skipped.values())
+        if rows_read >= first_rows and bad_rows > cfg.max_bad_fraction * rows_read:
+            raise _unreadable(cfg, f"more than --max-bad-fraction {cfg.max_bad_fraction:g} of the rows read could "
+                                   "not be used", rows_read, skipped, example)
         if main:
             rate = seen / (time.perf_counter() - t0)
             gates = gate_values(model)
-            bar.set_postfix(loss=f"{step_loss:.3f}", samples_s=f"{rate:.0f}",
+            bar.set_postfix(loss=f"{last_loss:.3f}", samples_s=f"{rate:.0f}", skipped=bad_rows,
                             gate=f"{np.mean(np.abs(list(gates.values()))) if gates else 0:.3f}")
             bar.update(1)
             if step % cfg.log_every == 0 or step == total:
-                _log(log_path, {"step": step, "loss": step_loss, "lr": lr,
+                _log(log_path, {"step": step, "loss": last_loss, "lr": lr,
                                 "logit_scale": float(model.logit_scale.detach().exp()), "samples_per_s": rate,
+                                "rows_read": rows_read, "skipped": skipped, "empty_batches": empty_batches,
                                 "gates": gates})
         if main and (step % cfg.save_every == 0 or step == total):
-            save_state(cfg.out, step, trainable_state(model), opt, {"skipped": skipped})
+            save_state(cfg.out, step, trainable_state(model), opt,
+                       {"batches": drawn, "rows_read": rows_read, "samples_seen": samples_seen,
+                        "skipped": skipped, "empty_batches": empty_batches, "loss": last_loss})
         if world > 1:
             dist.barrier()
     bar.close()
     del batches, loader  # stop the loader's workers before the process group goes
-    if world > 1:
-        totals = torch.tensor([skipped.get("corrupt_image", 0)])
-        dist.all_reduce(totals)
-        skipped["corrupt_image"] = int(totals[0])
     if owns_group:  # left alive, its threads may be torn down mid-exit ("terminate called without an active exception")
         dist.destroy_process_group()
     if not main:
         return None
-    training = {"steps": step, "samples_seen": step * cfg.batch_size, "final_loss": last_loss,
-                "skipped": {k: v for k, v in skipped.items() if v}, "config": asdict(cfg) | {"lr": peak,
-                                                                                             "warmup": warmup}}
+    training = {"steps": step, "samples_seen": samples_seen, "final_loss": last_loss, "skipped": skipped,
+                "config": asdict(cfg) | {"lr": peak, "warmup": warmup}}
     manifest = write_checkpoint(cfg.out, trainable_state(model), base, cfg.variant, blocks, training,
                                 [lineage_entry(doc, doc["rows_uri"] + ".json")])
-    print(f"checkpoint -> {cfg.out}  ({manifest['weights']['parameters']:,} parameters, final loss {last_loss:.4f})")
+    loss_text = "n/a" if last_loss is None else f"{last_loss:.4f}"
+    empty = f", {empty_batches:,} batches with no readable image redrawn" if empty_batches else ""
+    print(f"checkpoint -> {cfg.out}  ({manifest['weights']['parameters']:,} parameters, final loss {loss_text}; "
+          f"{rows_read:,} rows read, {samples_seen:,} trained on, skipped: "
+          + ", ".join(f"{skipped[r]:,} {r}" for r in REASONS) + f"{empty})")
     return manifest
+
+
+def _gather_counts(good: int, reasons: list[str], world: int, device) -> list[list[int]]:
+    """[good, then one count per reason in REASONS] of every rank: each rank decides from the same numbers."""
+    local = torch.tensor([good, *(reasons.count(r) for r in REASONS)], dtype=torch.long, device=device)
+    if world == 1:
+        return [local.tolist()]
+    out = [torch.zeros_like(local) for _ in range(world)]
+    dist.all_gather(out, local)
+    return [t.tolist() for t in out]
+
+
+def _global_mean(loss: torch.Tensor, world: int) -> float:
+    if world > 1:
+        loss = loss.clone()
+        dist.all_reduce(loss)
+        loss /= world
+    return float(loss)
+
+
+def contrastive_loss(image_features, text_features, logit_scale, counts: list[int], rank: int, loss_fn):
+    """Symmetric InfoNCE over the global batch; `counts` is how many rows each rank holds (they may differ once
+    unreadable images are dropped, and may be 0: a rank's rows beyond its count are placeholders).
+
+    One process: open_clip's ClipLoss. Several: like ClipLoss(local_loss, gather_with_grad) — each rank scores
+    its rows against every rank's — but gathered at each rank's own size, and scaled so that DDP's gradient mean
+    equals the gradient of the mean loss over all rows of the global batch."""
+    world = len(counts)
+    if world == 1:
+        return loss_fn(image_features, text_features, logit_scale)
+    n, most, everyone = counts[rank], max(counts), sum(counts)
+
+    def pad(x):
+        x = x[:n]
+        return torch.cat([x, x.new_zeros(most - n, x.shape[1])]) if n < most else x
+
+    images = dist_nn.all_gather(pad(image_features))  # with gradients, like open_clip's gather_with_grad
+    texts = [torch.empty_like(pad(text_features)) for _ in counts]
+    dist.all_gather(texts, pad(text_features).contiguous())  # the text tower is frozen: no gradients
+    all_images = torch.cat([g[:c] for g, c in zip(images, counts, strict=True)])
+    all_texts = torch.cat([g[:c] for g, c in zip(texts, counts, strict=True)])
+    labels = torch.arange(sum(counts[:rank]), sum(counts[:rank]) + n, device=image_features.device)
+    per_image = F.cross_entropy(logit_scale * image_features[:n] @ all_texts.T, labels, reduction="sum")
+    per_text = F.cross_entropy(logit_scale * text_features[:n] @ all_images.T, labels, reduction="sum")
+    return (per_image + per_text) * world / (2 * everyone)
+
+
+def _unreadable(cfg: TrainConfig, why: str, rows_read: int, skipped: dict, example: dict) -> UserError:
+    counts = ", ".join(f"{skipped[r]:,} {r}" for r in REASONS)
+    first = f"; e.g. {next(iter(example.values()))}" if example else ""
+    return UserError(
+        f"{cfg.manifest}: {why}: {sum(skipped.values()):,} of the {rows_read:,} rows read so far could not be used "
+        f"({counts}){first}. missing_image: the file is not there or is shorter than the row says (a moved or "
+        "unmounted folder, a deleted or rewritten shard); corrupt_image: the bytes do not decode. Fix the images "
+        f"or the set; --max-bad-fraction (now {cfg.max_bad_fraction:g}) is the share of unreadable rows a run "
+        "accepts")
 
 
 def _encode_images(model, images: torch.Tensor) -> torch.Tensor:
