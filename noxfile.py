@@ -20,6 +20,8 @@ TUNE = "./packages/react-tune"
 EVAL = "./packages/react-eval"
 TOYWORLD = "./toyworld"
 TEST_TOOLS = ["pytest>=8", "pytest-xdist>=3"]
+# react-index's tests check its row order against the reader autofaiss and clip-retrieval use (test-only)
+INDEX_TEST_TOOLS = ["embedding-reader>=1.8,<2"]
 PYTEST = ["pytest", "-q", "-ra", "-p", "no:cacheprovider"]
 
 
@@ -42,6 +44,7 @@ def _install_all(session):
 def tests(session):
     """All tests, in one environment with every package; then react-index alone (tests_index) and lint."""
     _install_all(session)
+    session.install(*INDEX_TEST_TOOLS)
     _ensure_chromium(session)
     session.run(*PYTEST, "-n", "2", "tests", *session.posargs)
     session.notify("tests_index")
@@ -51,7 +54,7 @@ def tests(session):
 @nox.session
 def tests_index(session):
     """react-index alone in a fresh venv: its tests pass and torch is not importable."""
-    session.install(INDEX, TOYWORLD, *TEST_TOOLS)
+    session.install(INDEX, TOYWORLD, *TEST_TOOLS, *INDEX_TEST_TOOLS)
     _ensure_chromium(session)
     no_torch = ("import importlib.util, sys; sys.exit("
                 "'torch is importable in the react-index-only venv' if importlib.util.find_spec('torch') else 0)")

@@ -327,6 +327,9 @@ def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_ke
     if absent:
         raise UserError(f"--modality {absent[0]}: the store {store_uri} holds no {absent[0]} embeddings (it has "
                         f"{', '.join(store.manifest['modalities'])})")
+    key = index_key or choose_index_key(store.n, store.dim, budget)  # refused before anything is written
+    if index_key:
+        _index_factory(store.dim, index_key)
     if index_key and estimate_memory(index_key, store.n, store.dim) > budget:
         print(f"react-index build: warning: --index-key {index_key} needs about "
               f"{format_bytes(estimate_memory(index_key, store.n, store.dim))} for {store.n:,} vectors, more than "
@@ -338,7 +341,6 @@ def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_ke
     os.makedirs(folder, exist_ok=True)
     entries = {}
     for modality in modalities:
-        key = index_key or choose_index_key(store.n, store.dim, budget)
         entries[modality] = build_modality(store, modality, folder, key, budget, target_recall, k, shards,
                                            queries, seed)
     if not local:

@@ -323,9 +323,6 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
     templates = templates if templates is not None else ([] if query_embeddings else load_templates(None))
     encoder = None
     if not query_embeddings or "i2i" in modes:
-        avoid = "pass ready query vectors with --query-embeddings FILE.npy (no torch needed)" \
-            if "i2i" not in modes else ""
-        clip_embed = require(".clip_embed", CLIP_INSTALL, avoid, package="react_index")  # the [clip] extra
         m = manifest["model"]
         name, weights = model or m["name"], pretrained or m["pretrained"]
         if UNKNOWN in (name, weights):
@@ -333,6 +330,9 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
                             f"{m['name']} / {m['pretrained']}), so no encoder can be chosen for the queries: pass "
                             "the model that made them with --model NAME --pretrained TAG|FILE, or ready query "
                             "vectors with --query-embeddings FILE.npy")
+        avoid = "pass ready query vectors with --query-embeddings FILE.npy (no torch needed)" \
+            if "i2i" not in modes else ""
+        clip_embed = require(".clip_embed", CLIP_INSTALL, avoid, package="react_index")  # the [clip] extra
         encoder = clip_embed.QueryEncoder(name, weights or None, device)
     manifest, store, indexes = open_index(index_dir, {MODE_INDEX[m] for m in modes}, manifest)
     text = None
