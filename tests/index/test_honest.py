@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +20,7 @@ from manifest_cases import doc_examples, retrieval_rows, write_retrieval_fixture
 from stores import MODEL, make_store
 
 from react_index import _manifests
+from react_index._imagerows import UrlOnlyRow, read_row_image
 from react_index.build import build_index
 from react_index.cli import main
 from react_index.domain import TargetClass
@@ -71,10 +71,7 @@ def test_laion_image_path_is_a_locator_only_where_its_file_is(tmp_path):
     (images / "000000002").write_bytes(b"file 2")
     absolute = tmp_path / "elsewhere.jpg"
     absolute.write_bytes(b"file 3")
-    web = tmp_path / "web"
-    web.mkdir()
-    for i in range(4):
-        (web / f"{i}.jpg").write_bytes(f"downloaded {i}".encode())
+    web = tmp_path / "web"  # where the images came from
     paths = ["00000/000000000", "00000/000000001", "00000/000000002", str(absolute)]
     meta = pq.read_table(f"{src}/metadata/metadata_0.parquet").drop_columns(["url"])
     meta = meta.append_column("url", pa.array([f"file://{web}/{i}.jpg" for i in range(4)]))
@@ -96,17 +93,18 @@ def test_laion_image_path_is_a_locator_only_where_its_file_is(tmp_path):
     assert [r["image_uri"] for r in rows] == [None, str(images / "000000001.jpg"), str(images / "000000002"),
                                               str(absolute)]
 
-    # URL-only rows are fetched by `materialize --download` (before, it tried the foreign path and failed)
+    # the retrieval set's rows are URL-only, so readers fetch their URL instead of failing on a foreign path
     build_index(str(tmp_path / "s1"), str(tmp_path / "index"), queries=2)
     np.save(tmp_path / "q.npy", image[:1].astype(np.float32))
     retrieve(str(tmp_path / "index"), [TargetClass("x")], str(tmp_path / "set.parquet"), [], "t2i", Selection(k=4),
              query_embeddings=str(tmp_path / "q.npy"))
-    out = runner.invoke(main, ["materialize", str(tmp_path / "set.parquet"), "--out", str(tmp_path / "mat"),
-                               "--download"])
-    assert out.exit_code == 0, out.output
-    with tarfile.open(tmp_path / "mat" / "00000.tar") as tar:
-        got = {tar.extractfile(m).read() for m in tar if m.name.endswith(".img")}
-    assert got == {b"downloaded 0", b"downloaded 1", b"downloaded 2", b"file 3"}
+    rows = sorted(pq.read_table(tmp_path / "set.parquet").to_pylist(), key=lambda r: r["sample_id"])
+    assert [(r["image_uri"], r["url"]) for r in rows] == [(None, f"file://{web}/{i}.jpg") for i in range(3)] + [
+        (str(absolute), f"file://{web}/3.jpg")]
+    for row in rows[:3]:  # the reader react-tune trains with: "download first", not a missing file
+        with pytest.raises(UrlOnlyRow, match="known only by its URL"):
+            read_row_image(row)
+    assert read_row_image(rows[3]) == b"file 3"
 
 
 # --- item 5: the row order of a precomputed folder is the ecosystem's ------------------------------------------
@@ -351,7 +349,11 @@ def test_a_user_mistake_is_one_line_naming_the_file(tmp_path):
     assert out.output == f"Error: {tmp_path}/nowhere/manifest.json: no such manifest file\n"
     (tmp_path / "q.npy").write_text("not numpy")
     out = CliRunner().invoke(main, ["info", str(tmp_path / "q.npy")])
-    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit)
+    assert f"{tmp_path}/q.npy: not something react-index describes; pass a store or index folder" in out.output
+    out = CliRunner().invoke(main, ["query", "--index", str(tmp_path), "--classes", "pets", "--query-embeddings",
+                                    str(tmp_path / "q.npy"), "--out", str(tmp_path / "set.parquet")])
+    assert out.exit_code == 1 and out.output.startswith(f"Error: {tmp_path}/manifest.json: no such manifest file")
 
 
 def test_missing_clip_extra_says_what_to_install_or_which_option_avoids_it(small, tmp_path, monkeypatch):

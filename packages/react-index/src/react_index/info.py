@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ._manifests import RETRIEVAL, read_json, retrieval_paths
+import fsspec
+
+from ._manifests import RETRIEVAL, ManifestError, read_json, retrieval_paths
 from .manifest import INDEX, STORE, read_manifest, read_retrieval_manifest
 
 
@@ -15,6 +17,10 @@ def describe(path: str) -> str:
     if path.endswith((".parquet", ".parquet.json")):
         doc = read_retrieval_manifest(path)
     else:
+        fs, local = fsspec.core.url_to_fs(path)
+        if not path.endswith(".json") and fs.isfile(local):
+            raise ManifestError(f"{path}: not something react-index describes; pass a store or index folder, a "
+                                "manifest (.json) or a retrieval set (.parquet)")
         uri = path if path.endswith(".json") else path + "/manifest.json"
         kind = read_json(uri).get("kind")
         doc = read_retrieval_manifest(retrieval_paths(uri)[0]) if kind == RETRIEVAL else \

@@ -126,13 +126,13 @@ def text_queries(classes: list[TargetClass], templates: list[str], encoder) -> Q
 
 def embedding_queries(path: str, classes: list[TargetClass], templates: list[str]) -> Queries:
     """Ready query vectors: (classes, d) or (classes, templates, d) float array in a .npy file."""
-    with fsspec.open(path, "rb") as f:
-        try:
-            x = np.load(f, allow_pickle=False)
-            x = x.astype(np.float32)
-        except (ValueError, TypeError, EOFError) as e:
-            raise DomainError(f"{path}: --query-embeddings needs a float .npy array ({type(e).__name__}: {e})") \
-                from None
+    try:
+        with fsspec.open(path, "rb") as f:
+            x = np.load(f, allow_pickle=False).astype(np.float32)
+    except FileNotFoundError:
+        raise DomainError(f"{path}: no such file (--query-embeddings)") from None
+    except (ValueError, TypeError, EOFError) as e:
+        raise DomainError(f"{path}: --query-embeddings needs a float .npy array ({type(e).__name__}: {e})") from None
     if x.ndim >= 2 and not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
         raise DomainError(f"{path}: --query-embeddings holds NaN or infinite values (first at index "
