@@ -55,3 +55,19 @@ def test_16_bit_example_images_are_encoded_in_their_own_tones_and_bad_ones_named
     assert abs(encoder.preprocess.images[0].mean() - GREY / 257) < 1
     with pytest.raises(UserError, match=r"examples/cat/bad.jpg: not a decodable image.*replace or remove"):
         encoder.images([b"not an image"], ["examples/cat/bad.jpg"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "ViT-Nope"], "--model ViT-Nope: not an open_clip model name"),
+    (["--model", "ViT-B-32", "--pretrained", "laion_typo"],
+     "--pretrained laion_typo: neither a weights file nor an open_clip tag of ViT-B-32"),
+])
+def test_an_unknown_model_or_pretrained_tag_is_one_line(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from react_index.cli import main
+
+    (tmp_path / "a.tar").write_bytes(b"")
+    out = CliRunner().invoke(main, ["embed", str(tmp_path / "a.tar"), "--out", str(tmp_path / "store"), *args])
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit), out.exception
+    assert message in out.output and not (tmp_path / "store").exists()

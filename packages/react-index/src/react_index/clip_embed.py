@@ -27,6 +27,19 @@ from .store import metadata_table, write_shard
 log = logging.getLogger("react_index")
 
 
+def check_model(model_name: str, weights: str | None) -> None:
+    """An unknown model name or pretrained tag is the user's mistake: say so before loading anything."""
+    if model_name.startswith(("hf-hub:", "local-dir:")):  # open_clip resolves these itself
+        return
+    if model_name not in open_clip.list_models():
+        raise UserError(f"--model {model_name}: not an open_clip model name; use a built-in one (e.g. ViT-B-32; "
+                        "open_clip.list_models()) or register its config with --model-config FILE")
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if weights and not os.path.isfile(weights) and weights not in tags:
+        raise UserError(f"--pretrained {weights}: neither a weights file nor an open_clip tag of {model_name} "
+                        f"(tags: {', '.join(tags) or 'none'})")
+
+
 def load_clip(model_name: str, pretrained: str | None, device: torch.device):
     """(model in eval mode on `device`, eval preprocess, tokenizer)."""
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
@@ -161,6 +174,7 @@ class QueryEncoder:
 
     def __init__(self, model_name: str, pretrained: str | None, device: str | None = None, batch_size: int = 256):
         _, weights = resolve_model(model_name, pretrained)
+        check_model(model_name, weights)
         self.device = pick_device(device, 0)
         self.model, self.preprocess, self.tokenizer = load_clip(model_name, weights, self.device)
         self.batch_size = batch_size

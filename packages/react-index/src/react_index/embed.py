@@ -71,6 +71,7 @@ def embed(sources, out: str, model: str | None = None, pretrained: str | None = 
                          "instead", package="react_index")
     rank, world, _ = clip_embed.distributed_rank()
     record, weights = resolve_model(model, pretrained)
+    clip_embed.check_model(model, weights)
     if rank == 0:
         _check_same_model(out, record)
     mine = [s for i, s in enumerate(shards) if i % world == rank and not shard_done(out, s.name)]
