@@ -37,7 +37,8 @@ def _ensure_chromium(session):
 
 
 def _install_all(session):
-    session.install(*TORCH, f"{INDEX}[clip]", TUNE, f"{EVAL}[detection]", f"{TOYWORLD}[models]", *TEST_TOOLS)
+    session.install(*TORCH, f"{INDEX}[clip,download]", TUNE, f"{EVAL}[detection]", f"{TOYWORLD}[models]",
+                    *TEST_TOOLS)
 
 
 @nox.session
@@ -54,7 +55,7 @@ def tests(session):
 @nox.session
 def tests_index(session):
     """react-index alone in a fresh venv: its tests pass and torch is not importable."""
-    session.install(INDEX, TOYWORLD, *TEST_TOOLS, *INDEX_TEST_TOOLS)
+    session.install(f"{INDEX}[download]", TOYWORLD, *TEST_TOOLS, *INDEX_TEST_TOOLS)
     _ensure_chromium(session)
     no_torch = ("import importlib.util, sys; sys.exit("
                 "'torch is importable in the react-index-only venv' if importlib.util.find_spec('torch') else 0)")

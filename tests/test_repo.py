@@ -22,7 +22,8 @@ ALLOWED = {
                    "pyyaml"},
 }
 EXTRAS = {
-    "react-index": {"clip": {"torch", "open-clip-torch", "pillow"}, "gpu": {"faiss-gpu-cu12"}},
+    "react-index": {"clip": {"torch", "open-clip-torch", "pillow"}, "gpu": {"faiss-gpu-cu12"},
+                    "download": {"aiohttp", "pillow"}},
     "react-tune": {},
     "react-eval": {"detection": {"pycocotools"}},
 }

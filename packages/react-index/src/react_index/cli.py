@@ -163,13 +163,76 @@ def query_command(index_dir, classes, templates, mode, k, per, cross_class, near
 @click.argument("retrieval")
 @click.option("--out", required=True, help="Folder for the new shards and the new retrieval set.")
 @click.option("--samples-per-shard", default=1000, show_default=True)
-@click.option("--download", is_flag=True, help="Fetch URL-only rows from their URL.")
+@click.option("--download", is_flag=True,
+              help="Fetch URL-only rows from their URL: the same as `react-index download` with its defaults.")
 @friendly_errors
 def materialize_command(retrieval, out, samples_per_shard, download):
     """Copy RETRIEVAL's images into new webdataset shards, with a retrieval set pointing at them."""
     from .materialize import materialize
 
     materialize(retrieval, out, samples_per_shard, download)
+
+
+@main.command("download")
+@click.argument("retrieval")
+@click.option("--out", required=True, help="Folder for the shards, their status files and the new retrieval set.")
+@click.option("--concurrency", default=64, show_default=True,
+              help="Requests in flight. 64 suits a laptop; 256-1024 a cluster node with a fast link (watch "
+                   "images/s in the progress bar: raise it while the rate grows).")
+@click.option("--per-host", default=8, show_default=True, help="Requests in flight to one host (politeness).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per request (connect + read).")
+@click.option("--retries", default=2, show_default=True,
+              help="Retries of a transient failure (5xx, 429, timeout, refused/reset, truncated), with backoff.")
+@click.option("--max-bytes", default="32M", show_default=True, help="Larger images are refused (too_large).")
+@click.option("--image-size", type=int, default=None, help="Resize to this many pixels (see --resize-mode).")
+@click.option("--resize-mode", type=click.Choice(["keep_ratio", "center_crop", "border", "no"]), default=None,
+              help="As img2dataset: keep_ratio (shorter side = image size), center_crop (then the centre square), "
+                   "border (longer side, padded white) [default: keep_ratio with --image-size, else no].")
+@click.option("--encode-format", type=click.Choice(["jpg", "png", "webp"]), default="jpg", show_default=True,
+              help="Format of resized (re-encoded) images; unresized JPEG/PNG/WebP/GIF are kept as they came.")
+@click.option("--quality", default=95, show_default=True, help="JPEG/WebP quality of re-encoded images.")
+@click.option("--samples-per-shard", default=1000, show_default=True)
+@click.option("--retry-failed", is_flag=True, help="Also refetch the permanent failures (404, not an image, …).")
+@click.option("--min-survival", default=0.5, show_default=True,
+              help="Warn about classes that keep less than this share of their rows.")
+@click.option("--workers", type=int, default=None, help="Decode/resize threads [default: CPU count].")
+@friendly_errors
+def download_command(retrieval, out, concurrency, per_host, timeout, retries, max_bytes, image_size, resize_mode,
+                     encode_format, quality, samples_per_shard, retry_failed, min_survival, workers):
+    """Download RETRIEVAL's URL-only rows into webdataset shards, with a trainable retrieval set pointing at them.
+
+    Dead links never stop the run: every failure is counted per reason and per class, in the new set's manifest
+    and on screen. A rerun of the same command refetches only what failed transiently. Needs the [download]
+    extra: pip install 'react-index[download]'.
+    """
+    from .download import DownloadOptions, download, parse_bytes
+
+    options = DownloadOptions(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
+                              max_bytes=parse_bytes(max_bytes), image_size=image_size,
+                              resize_mode=resize_mode or ("keep_ratio" if image_size else "no"),
+                              encode_format=encode_format, quality=quality, samples_per_shard=samples_per_shard,
+                              retry_failed=retry_failed, min_survival=min_survival, workers=workers)
+    download(retrieval, out, options)
+
+
+@main.command("attach")
+@click.argument("retrieval")
+@click.argument("download_dir")
+@click.option("--out", required=True, help="The new retrieval set (.parquet; its manifest is written beside it).")
+@click.option("--min-survival", default=0.5, show_default=True,
+              help="Warn about classes that keep less than this share of their rows.")
+@click.option("--verify", is_flag=True, help="Decode every attached image (needs Pillow); corrupt ones are dropped.")
+@friendly_errors
+def attach_command(retrieval, download_dir, out, min_survival, verify):
+    """Map img2dataset's webdataset output in DOWNLOAD_DIR back to RETRIEVAL's rows: a trainable retrieval set.
+
+    Samples are matched by the sample_id img2dataset saved in each sample's json (export with `react-index query
+    --export-urls` and pass `--save_additional_columns '["sample_id","class_name"]'`), else by URL. Failures
+    per class come from img2dataset's per-shard parquet files.
+    """
+    from .attach import attach
+
+    attach(retrieval, download_dir, out, min_survival, verify)
 
 
 @main.command("inspect")

@@ -46,5 +46,8 @@ def describe(path: str) -> str:
         lines += [f"  model      {_model(doc['model'])}; mode {doc['mode']}, k {doc['k']}",
                   f"  rows       {doc['rows']:,} over {len(doc['classes'])} classes, {doc['unique_samples']:,} unique",
                   f"  per class  min {min(counts, default=0)}, max {max(counts, default=0)}"]
+        from .survival import summary_lines
+
+        lines += summary_lines(doc)  # after `react-index download` / `attach`: failures and survival per class
     lines += [f"  made from  {e['kind']} {e['id'][:19]}… at {e['uri']}" for e in doc["lineage"]]
     return "\n".join(lines)

@@ -95,6 +95,9 @@ def inspect(retrieval: str, html_out: str, per_class: int = 12, min_hits: int | 
         parts.append(f"<tr><td{flag}>{e(c)}</td><td>{n}</td><td><span class='bar' "
                      f"style='width:{200 * n / top:.0f}px'></span></td></tr>")
     parts.append("</table>")
+    from .survival import html_table
+
+    parts.append(html_table(doc))  # after `react-index download` / `attach`: rows kept per class, failures
     for i, c in enumerate(doc["classes"]):
         rows = table.filter(pc.equal(table.column("class_index"), i))
         parts.append(f"<h2>{e(c)} <small>({rows.num_rows} rows)</small></h2>")

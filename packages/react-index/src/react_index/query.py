@@ -379,10 +379,13 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
             "classes": [c.name for c in classes], "templates": templates, "counts_per_class": counts,
             "unique_samples": len(np.unique(ids))}
     sidecar = write_retrieval_manifest(out, body, [lineage_entry(manifest, index_dir.rstrip("/") + "/manifest.json")])
-    if export_urls:
-        urls = table.filter(table.column("url").is_valid()).select(["url", "caption"])
-        _, first = np.unique(np.asarray(urls.column("url").to_pylist(), dtype=object), return_index=True)
-        write_parquet_atomic(export_urls, urls.take(pa.array(np.sort(first))))
+    if export_urls:  # img2dataset's input: url, caption, sample_id, class_name, one row per distinct URL
+        from .attach import IMG2DATASET, export_url_list
+
+        n = export_url_list(table, export_urls)
+        print(f"{n:,} distinct URLs -> {export_urls}; download them with\n  "
+              + IMG2DATASET.format(urls=export_urls, out="DOWNLOAD_DIR")
+              + f"\nthen: react-index attach {out} DOWNLOAD_DIR --out NEW.parquet")
     print(summary(sidecar, out, skipped))
     return sidecar
 
