@@ -166,14 +166,21 @@ def test_react_eval_finds_the_loader_through_its_entry_point(tiny_weights, toy_r
     assert isinstance(loaded.model.visual.transformer.resblocks[-1], ReactLayer)
 
 
-def test_torchrun_two_cpu_processes_match_one_process(tiny_weights, toy_retrieval, model_config, tmp_path):
-    args = ["train", "--manifest", str(toy_retrieval), "--model", TINY, "--pretrained", str(tiny_weights),
-            "--model-config", model_config, "--steps", "4", "--batch-size", "32", "--workers", "0", "--lr", "1e-3"]
+def test_torchrun_two_cpu_processes_match_one_process(tiny_weights, toy_root, model_config, tmp_path):
+    # three images in four missing, tiny micro-batches: the ranks hold different numbers of readable rows (at
+    # times none), some micro-batches and whole batches have nothing to train on
+    rows = toy_rows([toy_root / "corpus" / "00000.tar", toy_root / "corpus" / "00001.tar"])
+    uris = [str(tmp_path / "gone.tar") if i % 4 else u for i, u in enumerate(rows.column("image_uri").to_pylist())]
+    rows = rows.set_column(rows.schema.get_field_index("image_uri"), "image_uri", pa.array(uris, pa.string()))
+    manifest = write_retrieval_fixture(tmp_path / "set", rows)
+    args = ["train", "--manifest", str(manifest), "--model", TINY, "--pretrained", str(tiny_weights),
+            "--model-config", model_config, "--steps", "8", "--batch-size", "8", "--accum", "2", "--workers", "0",
+            "--lr", "1e-3", "--max-bad-fraction", "1"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
     subprocess.run([sys.executable, "-m", "react_tune.cli", *args, "--out", str(tmp_path / "one")], check=True,
                    capture_output=True)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29533", "-m", "react_tune.cli", *args, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True)
+    run = subprocess.run([*torchrun, "-m", "react_tune.cli", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = (load_file(str(tmp_path / d / "blocks.safetensors")) for d in ("one", "two"))
     assert one.keys() == two.keys()
@@ -181,6 +188,17 @@ def test_torchrun_two_cpu_processes_match_one_process(tiny_weights, toy_retrieva
         assert torch.allclose(one[k], two[k], atol=1e-5, rtol=1e-4), (k, float((one[k] - two[k]).abs().max()))
     logs = [json.loads(x) for x in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert logs  # only rank 0 logs
+    trained = [json.loads((tmp_path / d / "manifest.json").read_text())["training"] for d in ("one", "two")]
+    assert trained[0]["skipped"] == trained[1]["skipped"]  # summed over the ranks
+    assert trained[0]["samples_seen"] == trained[1]["samples_seen"] and trained[0]["skipped"]["missing_image"] > 0
+    # a set with no readable image stops every rank alike (no rank left waiting in a collective)
+    gone = pa.array([str(tmp_path / "gone.tar")] * rows.num_rows, pa.string())
+    rows = rows.set_column(rows.schema.get_field_index("image_uri"), "image_uri", gone)
+    args[2] = str(write_retrieval_fixture(tmp_path / "none", rows))
+    args[args.index("--batch-size") + 1], args[-1] = "32", "0.5"
+    run = subprocess.run([*torchrun, "-m", "react_tune.cli", *args, "--out", str(tmp_path / "three")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and run.stderr.count("no image of a whole batch of 32 rows could be read") == 2
 
 
 def test_cli_answers_and_refuses_bad_manifests(tmp_path):

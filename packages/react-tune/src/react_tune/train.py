@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.nn as dist_nn
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from torch.utils.data import DataLoader
@@ -36,6 +35,7 @@ from .model import customize, load_base, optimizer_groups, parameter_counts, tra
 from .text_cache import cache_key, caption_features
 
 LOGIT_SCALE_MAX = math.log(100)
+ALONE = "alone_in_batch"  # a readable row whose micro-batch had no other: no contrastive pair, not trained on
 FIRST_ROWS = 1000  # --max-bad-fraction is checked from this many rows read on (or the whole run, if smaller)
 
 
@@ -161,6 +161,8 @@ def train(cfg: TrainConfig) -> dict | None:
     step = position["step"]
     drawn = position.get("batches", step)
     skipped = {r: int(position.get("skipped", {}).get(r, 0)) for r in REASONS}
+    if position.get("skipped", {}).get(ALONE):
+        skipped[ALONE] = int(position["skipped"][ALONE])
     rows_read = position.get("rows_read", drawn * cfg.batch_size)
     samples_seen = position.get("samples_seen", rows_read - sum(skipped.values()))
     empty_batches = position.get("empty_batches", 0)
@@ -193,7 +195,7 @@ def train(cfg: TrainConfig) -> dict | None:
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        losses, step_samples = [], 0
+        losses, step_samples, step_readable = [], 0, 0
         for _ in range(cfg.accum):
             images, row_ids, bad = next(batches)
             for _, reason, message in bad:
@@ -203,7 +205,10 @@ def train(cfg: TrainConfig) -> dict | None:
             for i, reason in enumerate(REASONS, 1):
                 skipped[reason] += sum(c[i] for c in per_rank)
             rows_read += sum(map(sum, per_rank))
-            if good == 0:  # on every rank alike: nothing to learn from, no forward pass
+            step_readable += good
+            if good < 2:  # on every rank alike: no contrastive pair, nothing to learn from, no forward pass
+                if good:
+                    skipped[ALONE] = skipped.get(ALONE, 0) + good
                 continue
             if images is None:  # other ranks have images: join their collectives with a placeholder, unused
                 images = torch.zeros(1, 3, size, size)
@@ -221,14 +226,14 @@ def train(cfg: TrainConfig) -> dict | None:
             losses.append(_global_mean(loss.detach(), world))
             step_samples += good
         drawn += 1
-        if not losses:  # no readable image in the whole batch: no optimizer step, the schedule does not move
+        if not losses:  # nothing to learn from in the whole batch: no optimizer step, the schedule does not move
             empty_batches, consecutive_empty = empty_batches + 1, consecutive_empty + 1
-            if cfg.max_bad_fraction < 1:
+            if cfg.max_bad_fraction < 1 and not step_readable:
                 raise _unreadable(cfg, f"no image of a whole batch of {cfg.batch_size} rows could be read "
                                        f"(batch {drawn}, before step {step + 1})", rows_read, skipped, example)
             if consecutive_empty >= steps_per_epoch:
-                raise _unreadable(cfg, f"no image could be read in {consecutive_empty} batches in a row (an epoch)",
-                                  rows_read, skipped, example)
+                raise _unreadable(cfg, f"no batch had two readable images in {consecutive_empty} batches in a row "
+                                       "(an epoch)", rows_read, skipped, example)
             continue
         consecutive_empty = 0
         if len(losses) < cfg.accum:  # micro-batches without images: the step's gradient is the mean of the others
@@ -241,7 +246,7 @@ def train(cfg: TrainConfig) -> dict | None:
             model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
         step, last_loss = step + 1, sum(losses) / len(losses)
         samples_seen, seen = samples_seen + step_samples, seen + step_samples
-        bad_rows = sum(skipped.values())
+        bad_rows = sum(skipped[r] for r in REASONS)
         if rows_read >= first_rows and bad_rows > cfg.max_bad_fraction * rows_read:
             raise _unreadable(cfg, f"more than --max-bad-fraction {cfg.max_bad_fraction:g} of the rows read could "
                                    "not be used", rows_read, skipped, example)
@@ -276,7 +281,7 @@ def train(cfg: TrainConfig) -> dict | None:
     empty = f", {empty_batches:,} batches with no readable image redrawn" if empty_batches else ""
     print(f"checkpoint -> {cfg.out}  ({manifest['weights']['parameters']:,} parameters, final loss {loss_text}; "
           f"{rows_read:,} rows read, {samples_seen:,} trained on, skipped: "
-          + ", ".join(f"{skipped[r]:,} {r}" for r in REASONS) + f"{empty})")
+          + ", ".join(f"{v:,} {r}" for r, v in skipped.items()) + f"{empty})")
     return manifest
 
 
@@ -314,7 +319,7 @@ def contrastive_loss(image_features, text_features, logit_scale, counts: list[in
         x = x[:n]
         return torch.cat([x, x.new_zeros(most - n, x.shape[1])]) if n < most else x
 
-    images = dist_nn.all_gather(pad(image_features))  # with gradients, like open_clip's gather_with_grad
+    images = _GatherWithGrad.apply(pad(image_features))  # like open_clip's gather_with_grad
     texts = [torch.empty_like(pad(text_features)) for _ in counts]
     dist.all_gather(texts, pad(text_features).contiguous())  # the text tower is frozen: no gradients
     all_images = torch.cat([g[:c] for g, c in zip(images, counts, strict=True)])
@@ -325,11 +330,29 @@ def contrastive_loss(image_features, text_features, logit_scale, counts: list[in
     return (per_image + per_text) * world / (2 * everyone)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All ranks' equally shaped tensors, stacked; the backward pass sums every rank's gradient for this rank's
+    part (an all-reduce: gloo has no reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return torch.stack(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[dist.get_rank()]
+
+
 def _unreadable(cfg: TrainConfig, why: str, rows_read: int, skipped: dict, example: dict) -> UserError:
     counts = ", ".join(f"{skipped[r]:,} {r}" for r in REASONS)
+    unreadable = sum(skipped[r] for r in REASONS)
     first = f"; e.g. {next(iter(example.values()))}" if example else ""
     return UserError(
-        f"{cfg.manifest}: {why}: {sum(skipped.values()):,} of the {rows_read:,} rows read so far could not be used "
+        f"{cfg.manifest}: {why}: {unreadable:,} of the {rows_read:,} rows read so far could not be used "
         f"({counts}){first}. missing_image: the file is not there or is shorter than the row says (a moved or "
         "unmounted folder, a deleted or rewritten shard); corrupt_image: the bytes do not decode. Fix the images "
         f"or the set; --max-bad-fraction (now {cfg.max_bad_fraction:g}) is the share of unreadable rows a run "
