@@ -1,7 +1,7 @@
 """A real HTTP server on 127.0.0.1 for download tests and the download benchmark: it serves images and the ways
 the web fails, and counts the requests it gets per path.
 
-Paths (NAME is any name the server was given an image for):
+Paths (NAME is any name the server was given an image for; a query string is ignored but makes URLs distinct):
     /img/NAME               the image
     /status/CODE/NAME       that HTTP status (404, 410, 500, …), no body
     /flaky/N/NAME           500 for the first N requests of this path, then the image
@@ -105,7 +105,7 @@ class UrlServer:
                     seen = server.counts[self.path]
                 if server.latency:
                     time.sleep(server.latency)
-                parts = self.path.strip("/").split("/")
+                parts = self.path.split("?", 1)[0].strip("/").split("/")  # a query string only makes URLs distinct
                 kind, name = parts[0], parts[-1]
                 image = server.images.get(name)
                 try:
