@@ -119,7 +119,7 @@ def test_corrupt_rows_are_counted_not_fatal_and_url_only_rows_are_refused(tiny_w
         values = [*rows.column(name).to_pylist()[:-1], None]  # the last row keeps only its url
         url_only = url_only.set_column(url_only.schema.get_field_index(name), name, pa.array(values, typ))
     bad = write_retrieval_fixture(tmp_path / "u", url_only)
-    with pytest.raises(ManifestError, match=r"known only by their URL.*react-index materialize"):
+    with pytest.raises(ManifestError, match=r"known only by their URL.*react-index download SET\.parquet --out DIR"):
         train(_config(bad, tiny_weights, tmp_path / "ck2", steps=1))
 
 

@@ -38,8 +38,9 @@ def load_rows(retrieval: str) -> tuple[dict, dict]:
         raise ManifestError(
             f"{doc['rows_uri']}: {len(url_only)} of {table.num_rows} rows (first: row {url_only[0]}, "
             f"{rows['url'][url_only[0]]}) are known only by their URL; download them first — `react-index "
-            "materialize SET.parquet --out DIR --download`, or img2dataset on `react-index query --export-urls` "
-            "output — and train on the resulting retrieval set")
+            "download SET.parquet --out DIR`, or img2dataset on `react-index query --export-urls` output then "
+            "`react-index attach SET.parquet DOWNLOAD_DIR --out NEW.parquet` — and train on the resulting "
+            "retrieval set")
     return doc, rows
 
 
