@@ -210,7 +210,7 @@ def attach(retrieval: str, download_dir: str, out: str, min_survival: float = DE
             sample_reason[sid] = r
     failures = Counter(sample_reason[s] for s in uniq[failed_u].tolist() if s in sample_reason)
     if totals:  # no per-shard parquet: the totals img2dataset counted (per URL); the rest were not attempted
-        failures = totals + Counter({"not_downloaded": max(0, failed_u.sum() - sum(totals.values()))})
+        failures = totals + Counter({"not_downloaded": max(0, int(failed_u.sum()) - sum(totals.values()))})
     record = {"tool": "img2dataset",
               "samples": {"requested": int(url_only_u.sum()), "downloaded": int((url_only_u & sample_kept_u).sum()),
                           "copied": int((~url_only_u).sum()), "failed": int(failed_u.sum()),
