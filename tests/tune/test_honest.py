@@ -227,3 +227,13 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     out = _cli("train", "--manifest", tmp_path / "set.parquet", "--model", TINY, "--out", tmp_path / "o")
     assert isinstance(out.exception, ValueError) and str(out.exception) == "an internal invariant failed"
     assert out.exit_code == 1 and "Error: an internal invariant failed" not in out.output
+
+
+def test_an_unknown_model_or_tag_is_one_line_naming_the_option(tmp_path, toy_retrieval):
+    with pytest.raises(UserError, match=r"--model ViT-Q-99: not an open_clip model name .* --model-config"):
+        load_base("ViT-Q-99", None)
+    with pytest.raises(UserError, match=r"--pretrained laion9b: not a weights file .* tags: openai, laion400m_e31"):
+        load_base("ViT-B-32", "laion9b")
+    out = _cli("train", "--manifest", toy_retrieval, "--model", "ViT-B-32", "--pretrained", "laion9b",
+               "--out", tmp_path / "o")
+    assert out.exit_code == 1 and "Traceback" not in out.output and "--pretrained laion9b" in out.output
