@@ -1,9 +1,12 @@
 """Honest answers (issue 11): no silent wrong results from react-tune. Each test fails on the code before the fix."""
 
+import hashlib
 import json
 import os
+import shutil
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
@@ -128,8 +131,6 @@ def test_a_batch_without_images_is_no_step_and_resume_stays_exact(tiny_weights, 
 def test_a_retrieval_set_edited_after_its_sidecar_is_refused(tiny_weights, toy_root, tmp_path):
     manifest = _toy_set(toy_root, tmp_path)
     rows = toy_rows([toy_root / "corpus" / "00000.tar", toy_root / "corpus" / "00001.tar"])
-    import pyarrow.parquet as pq
-
     pq.write_table(_set("caption", rows, {0: "an edited caption"}, pa.string()), manifest)  # same row count
     with pytest.raises(ManifestError, match=r"set\.parquet\.json: field 'rows_sha256' does not match"):
         train(_config(manifest, tiny_weights, tmp_path / "ck", steps=1))
@@ -145,8 +146,6 @@ def checkpoint(tiny_weights, toy_retrieval, tmp_path_factory):
 
 
 def _copy(checkpoint, tmp_path):
-    import shutil
-
     shutil.copytree(checkpoint, tmp_path / "ck")
     return tmp_path / "ck"
 
@@ -171,8 +170,7 @@ def test_blocks_of_the_wrong_shape_are_refused_naming_the_checkpoint_and_tensor(
     tensors[name] = torch.zeros(3 * 128, 128)  # a block made for a wider base
     save_file(tensors, str(ck / "blocks.safetensors"))
     doc = json.loads((ck / "manifest.json").read_text())  # a consistent manifest: only the shapes are wrong
-    doc["weights"]["sha256"] = "sha256:" + __import__("hashlib").sha256((ck / "blocks.safetensors").read_bytes()) \
-        .hexdigest()
+    doc["weights"]["sha256"] = "sha256:" + hashlib.sha256((ck / "blocks.safetensors").read_bytes()).hexdigest()
     doc["id"] = spec_id(doc)
     (ck / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(ManifestError, match=rf"ck/blocks\.safetensors \(checkpoint for {TINY}\): tensor "
