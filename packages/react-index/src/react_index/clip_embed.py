@@ -31,11 +31,16 @@ def check_model(model_name: str, weights: str | None) -> None:
     """An unknown model name or pretrained tag is the user's mistake: say so before loading anything."""
     if model_name.startswith(("hf-hub:", "local-dir:")):  # open_clip resolves these itself
         return
-    if model_name not in open_clip.list_models():
+    name = model_name.replace("/", "-")  # open_clip accepts ViT-B/32 for ViT-B-32
+    if name not in open_clip.list_models():
         raise UserError(f"--model {model_name}: not an open_clip model name; use a built-in one (e.g. ViT-B-32; "
                         "open_clip.list_models()) or register its config with --model-config FILE")
-    tags = open_clip.list_pretrained_tags_by_model(model_name)
-    if weights and not os.path.isfile(weights) and weights not in tags:
+    tags = open_clip.list_pretrained_tags_by_model(name)
+
+    def clean(tag: str) -> str:  # as open_clip matches tags
+        return tag.lower().replace("-", "_")
+
+    if weights and not os.path.isfile(weights) and clean(weights) not in {clean(t) for t in tags}:
         raise UserError(f"--pretrained {weights}: neither a weights file nor an open_clip tag of {model_name} "
                         f"(tags: {', '.join(tags) or 'none'})")
 
