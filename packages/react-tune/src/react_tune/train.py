@@ -211,7 +211,8 @@ def train(cfg: TrainConfig) -> dict | None:
                     skipped[ALONE] = skipped.get(ALONE, 0) + good
                 continue
             if images is None:  # other ranks have images: join their collectives with a placeholder, unused
-                images = torch.zeros(1, 3, size, size)
+                images = torch.zeros(1, 3, *(model.visual.image_size if isinstance(model.visual.image_size, tuple)
+                                             else (size, size)))
             with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
                 image_features = _encode_images(ddp, images.to(device, non_blocking=True))
                 if cfg.text_cache:
