@@ -231,7 +231,7 @@ def test_an_unknown_model_or_tag_is_one_line_naming_the_option(tmp_path, toy_ret
     with pytest.raises(UserError, match=r"--model ViT-Q-99: not an open_clip model name .* --model-config"):
         load_base("ViT-Q-99", None)
     with pytest.raises(UserError, match=r"--pretrained laion9b: not a weights file .* tags: openai, laion400m_e31"):
-        load_base("ViT-B-32", "laion9b")
+        load_base("ViT-B/32", "laion9b")  # open_clip's old spelling of the name is a known model
     out = _cli("train", "--manifest", toy_retrieval, "--model", "ViT-B-32", "--pretrained", "laion9b",
                "--out", tmp_path / "o")
     assert out.exit_code == 1 and "Traceback" not in out.output and "--pretrained laion9b" in out.output

@@ -18,12 +18,13 @@ VARIANTS = ("gated-image", "locked-text")
 
 def load_base(model_name: str, pretrained: str | None):
     """(model, train preprocess, eval preprocess, tokenizer, model record), weights loaded through open_clip."""
-    if ":" not in model_name and model_name not in open_clip.list_models():  # hf-hub:/local-dir: go to open_clip
+    known = model_name.replace("/", "-")  # open_clip accepts the old spelling, ViT-B/32
+    if ":" not in model_name and known not in open_clip.list_models():  # hf-hub:/local-dir: go to open_clip
         raise UserError(f"--model {model_name}: not an open_clip model name (see open_clip.list_models()); for a "
                         "custom architecture pass its config with --model-config FILE")
     record, weights = resolve_model(model_name, pretrained)
     if weights and record["pretrained_sha256"] is None and ":" not in model_name:
-        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        tags = open_clip.list_pretrained_tags_by_model(known)
         if weights.lower().replace("-", "_") not in tags:  # open_clip's own normalisation of a tag
             raise UserError(f"--pretrained {weights}: not a weights file (none by that name) nor an open_clip tag "
                             f"of {model_name} (its tags: {', '.join(tags) or 'none'})")
