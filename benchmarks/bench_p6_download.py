@@ -14,8 +14,9 @@ links (HTTP 404), every response after a 50 ms latency. Both tools resize to 256
 
 (urls.parquet is what `react-index query --export-urls` writes; img2dataset gets one process per core.)
 Timed end to end as a user runs them (start-up included), tools alternating, ROUNDS rounds, each tool's best
-round counts. images/s = images written / wall seconds. The survivor sets (sample ids written) must be equal:
-img2dataset's is read back with `react-index attach`.
+round counts. images/s = images written / wall seconds (start-up included); each tool's own images/s over its
+download phase is reported beside it. The survivor sets (sample ids written) must be equal: img2dataset's is read
+back with `react-index attach`.
 
 REACT_BENCH_N=quick runs 300 URLs (or REACT_BENCH_N=<number>).
 """
@@ -26,6 +27,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,14 +183,21 @@ def run(out_dir: Path) -> dict:
     ours_ids = set(pq.read_table(out_dir / "ours" / "set.parquet", columns=["sample_id"]).column(0).to_pylist())
     peer_ids = set(pq.read_table(out_dir / "peer" / "attached.parquet", columns=["sample_id"]).column(0).to_pylist())
     best = {k: min(v) for k, v in walls.items()}
+    best_round = {k: int(np.argmin(v)) for k, v in walls.items()}
+    patterns = {"react-index": r"([\d.]+) images/s\)", "img2dataset": r"total .*images per sec: ([\d.]+)"}
+    reported = {}
+    for name, pattern in patterns.items():  # each tool's own rate over its download phase (start-up excluded)
+        found = re.findall(pattern, (out_dir / f"{name}.round{best_round[name]}.log").read_text(errors="replace"))
+        reported[name] = float(found[-1]) if found else None
     rate = {"react-index": len(ours_ids) / best["react-index"], "img2dataset": len(peer_ids) / best["img2dataset"]}
     return {
         "revision": revision(), "urls": n, "dead_links": int(dead.sum()), "latency_ms": LATENCY * 1000,
         "in_flight": IN_FLIGHT, "image_size": IMAGE_SIZE, "cpus": os.cpu_count(), "rounds": ROUNDS,
-        "wall_s": {k: [round(w, 2) for w in v] for k, v in walls.items()},
+        "tool_wall_s": {k: [round(w, 2) for w in v] for k, v in walls.items()},
         "images": {"react-index": len(ours_ids), "img2dataset": len(peer_ids)},
         "images_per_s": {k: round(v, 1) for k, v in rate.items()},
         "ratio_images_per_s": round(rate["react-index"] / rate["img2dataset"], 2),
+        "self_reported_images_per_s": reported,
         "survivors_identical": ours_ids == peer_ids,
         "failures": {"react-index": ours["download"]["failures"], "img2dataset": peer["download"]["failures"]},
     }

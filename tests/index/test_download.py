@@ -3,8 +3,10 @@ exact counts per reason and per class, retries, resume that refetches only what 
 
 import io
 import json
+import re
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -250,3 +252,24 @@ def test_a_set_with_bytes_only_needs_no_network(tmp_path, monkeypatch):
     doc = download(str(rows), str(tmp_path / "out"), DownloadOptions(progress=False))
     assert doc["download"]["samples"]["copied"] == 1 and doc["rows"] == 1
     assert np.array_equal(doc["survival"]["rows_after"], [1, 0, 0]) and doc["survival"]["below"] == []
+
+
+def _paths(value, prefix=""):
+    if isinstance(value, dict):
+        return {p for k, v in value.items() for p in {f"{prefix}.{k}" if prefix else k} | _paths(v, f"{prefix}.{k}"
+                                                                                                 if prefix else k)}
+    if isinstance(value, list):
+        return set().union(*(_paths(v, prefix + "[]") for v in value)) if value else set()
+    return set()
+
+
+def test_docs_show_every_key_download_writes(hostile_set, tmp_path):
+    doc = download(str(hostile_set), str(tmp_path / "out"), DownloadOptions(**OPTS))
+    text = (Path(__file__).resolve().parents[2] / "docs" / "manifests.md").read_text()
+    snippet = json.loads("{" + re.search(r"```jsonc\n(.*?)```", text, re.S).group(1) + "}")
+    free = ("download.options.", "download.failures.", "download.failures_per_class[].")  # settings; reasons
+    written = {p for p in _paths({k: doc[k] for k in ("download", "survival")}) if not p.startswith(free)}
+    assert written - _paths(snippet) == set()
+    for reason in doc["download"]["failures"]:
+        assert f"`{reason.split('_')[0]}_" in text or f"`{reason}`" in text
+
