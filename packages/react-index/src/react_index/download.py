@@ -61,6 +61,8 @@ MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG", "png"), (b"GIF8", "gif"), (b"BM"
 USER_AGENT = (f"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0 "
               f"(compatible; react-index/{__version__})")
 TRANSIENT = {"timeout", "refused", "reset", "truncated", "connect_error", "client_error", "missing_image"}
+# permanent: http_4xx (but 408/425/429), not_an_image, corrupt_image, too_large, dns, ssl, bad_url,
+# too_many_redirects, bad_response
 TRANSIENT_STATUS = {408, 425, 429}
 STATUS_SCHEMA = pa.schema([
     pa.field("sample_id", pa.int64()), pa.field("url", pa.string()),
@@ -244,15 +246,30 @@ def _status_row(unit: dict, outcome: str, reason: str | None = None, permanent: 
 # --- fetching ----------------------------------------------------------------------------------------------
 
 def _connect_reason(aiohttp, e) -> tuple[str, bool]:
-    dns_error = getattr(aiohttp, "ClientConnectorDNSError", ())
-    os_error = getattr(e, "os_error", None)
     import socket
 
+    dns_error = getattr(aiohttp, "ClientConnectorDNSError", ())
+    os_error = getattr(e, "os_error", None)
     if (dns_error and isinstance(e, dns_error)) or isinstance(os_error, socket.gaierror):
         return "dns", True
+    if isinstance(e, (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)):
+        return "ssl", True
     if isinstance(os_error, ConnectionRefusedError) or "refused" in str(e).lower():
         return "refused", False
     return "connect_error", False
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Each request in flight holds a socket; a soft limit of 1,024 open files would turn into connect errors."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else
+                                                        min(wanted, hard), hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep what there is
+        pass
 
 
 class Fetcher:
@@ -264,7 +281,10 @@ class Fetcher:
         self.aiohttp, self.yarl, self.opts = aiohttp, yarl, opts
         self.slots = asyncio.Semaphore(opts.concurrency)
         self.hosts: dict[tuple, asyncio.Semaphore] = {}
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+        _raise_open_files_limit(4 * opts.concurrency + 256)
+        # in-flight requests are bounded by the semaphores; idle keep-alive sockets close after 5 s, so sockets
+        # to thousands of distinct hosts do not pile up
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=5)
         self.session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": opts.user_agent},
                                              timeout=aiohttp.ClientTimeout(total=opts.timeout))
         self.requests = 0
@@ -372,7 +392,9 @@ class Run:
 
     async def run(self) -> list[pa.Table]:
         self.fetcher = Fetcher(self.aiohttp, self.opts) if self.aiohttp is not None else None
-        window = asyncio.Semaphore(max(2, math.ceil(2 * self.opts.concurrency / self.opts.samples_per_shard)) + 1)
+        # shards in flight: enough that one shard's slow tail (timeouts, retries) leaves the others busy;
+        # bounded because a shard's images are held in memory until it is written
+        window = asyncio.Semaphore(max(4, math.ceil(4 * self.opts.concurrency / self.opts.samples_per_shard)))
 
         async def one(s):
             async with window:
