@@ -21,6 +21,7 @@ from urlserver import UrlServer
 from react_index._imagerows import read_image_bytes
 from react_index.attach import export_url_list
 from react_index.manifest import write_retrieval_manifest
+from react_tune.manifest import ManifestError
 from react_tune.train import TrainConfig, train
 from toyworld.models import TINY
 
@@ -86,6 +87,9 @@ def _check_counts(doc, lost, survivors, out_rows):
 
 def test_react_index_download_then_train(url_set, tiny_weights, tmp_path):
     path, lost, survivors = url_set
+    with pytest.raises(ManifestError, match=r"react-index download SET.parquet --out DIR.*react-index attach"):
+        train(TrainConfig(manifest=str(path), model=TINY, pretrained=str(tiny_weights), out=str(tmp_path / "no"),
+                          steps=2, batch_size=16, workers=0))  # react-tune names both routes
     out = subprocess.run([BIN / "react-index", "download", path, "--out", tmp_path / "dl", "--image-size", "32",
                           "--resize-mode", "center_crop", "--samples-per-shard", "64"],
                          capture_output=True, text=True, timeout=300)
