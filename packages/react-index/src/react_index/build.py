@@ -23,13 +23,14 @@ import faiss
 import fsspec
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
-from faiss.contrib.ondisk import merge_ondisk
 from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
 from ._manifests import UserError, local_atomic_path, manifest_uri
 from .indexkey import choose_index_key, estimate_memory, format_bytes, parse_memory, training_size
 from .manifest import INDEX, STORE, lineage_entry, read_manifest, write_manifest
+from .sharded import build_shards
+from .sharded import cleanup as cleanup_shards
 from .sources import SourceError
 from .store import Store, open_store
 
@@ -225,38 +226,19 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
     index = _index_factory(d, key)
     n_train = training_size(key, n, d, max_memory)
     t0 = time.perf_counter()
-    if not index.is_trained:
-        print(f"  {modality}: training {key} on {n_train:,} of {n:,} vectors")
-        _train(index, store, modality, n_train, rng)
     chunk_rows = max(1024, min(65_536, max_memory // 32 // (d * 4)))
     path = f"{folder}/{modality}.index"
-    bar = tqdm(total=n, desc=f"  {modality}: add", unit="vec", unit_scale=True, dynamic_ncols=True)
-    if n_shards > 1:
-        try:
-            faiss.extract_index_ivf(index)
-        except RuntimeError:
-            raise UserError(f"--shards needs an IVF index; {key!r} is not one: build it with --shards 1 or pass an "
-                            "IVF --index-key") from None
-        trained = f"{folder}/{modality}.trained.index"
-        _write_index(index, trained)
-        bounds = np.linspace(0, n, n_shards + 1).astype(np.int64)
-        parts = []
-        for s in range(n_shards):
-            part = f"{folder}/{modality}.shard{s:03d}.index"
-            if not os.path.exists(part):  # resume: finished shards are kept
-                shard_index = faiss.read_index(trained)
-                _add_range(shard_index, store, modality, int(bounds[s]), int(bounds[s + 1]), chunk_rows, bar)
-                _write_index(shard_index, part)
-            else:
-                bar.update(int(bounds[s + 1] - bounds[s]))
-            parts.append(part)
-        index = faiss.read_index(trained)
-        merge_ondisk(index, parts, f"{folder}/{modality}.ivfdata")
+    if n_shards > 1:  # sharded.py: train once, fill shards (in parallel under torchrun / srun), merge on disk
+        index = build_shards(index, store, modality, folder, key, n_shards, chunk_rows, seed, n_train, rng, _train)
     else:
+        if not index.is_trained:
+            print(f"  {modality}: training {key} on {n_train:,} of {n:,} vectors")
+            _train(index, store, modality, n_train, rng)
+        bar = tqdm(total=n, desc=f"  {modality}: add", unit="vec", unit_scale=True, dynamic_ncols=True)
         target, on_gpu = _to_gpu_for_add(index)
         _add_range(target, store, modality, 0, n, chunk_rows, bar)
         index = faiss.index_gpu_to_cpu(target) if on_gpu else target
-    bar.close()
+        bar.close()
     build_seconds = time.perf_counter() - t0
 
     query_modality = "text" if modality == "image" and "text" in store.manifest["modalities"] else modality
@@ -272,10 +254,8 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
               f"largest search setting; give --max-memory room for a less compressed index or pass --index-key")
     _write_index(index, path)
     _save_npy(f"{folder}/{modality}.queries.npy", q_ids)
-    for leftover in [f"{folder}/{modality}.trained.index"] + [f"{folder}/{modality}.shard{s:03d}.index"
-                                                              for s in range(n_shards)]:
-        if n_shards > 1 and os.path.exists(leftover):
-            os.remove(leftover)
+    if n_shards > 1:
+        cleanup_shards(folder, modality, n_shards)
     print(f"  {modality}: {key}, {index.ntotal:,} vectors, {params or 'exact'}: recall@{k} "
           f"{recall:.3f} at {qps:,.0f} QPS (built in {build_seconds:.1f}s)")
     return {"file": f"{modality}.index", "index_key": key, "ntotal": int(index.ntotal), "search_params": params,
