@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ._manifests import UserError, local_atomic_path, manifest_uri
 from .indexkey import choose_index_key, estimate_memory, format_bytes, parse_memory, training_size
 from .manifest import INDEX, STORE, lineage_entry, read_manifest, write_manifest
-from .sharded import build_shards
+from .sharded import WAIT_TIMEOUT, build_shards, start_ranks
 from .sharded import cleanup as cleanup_shards
 from .sources import SourceError
 from .store import Store, open_store
@@ -219,8 +219,10 @@ def _index_factory(d: int, key: str):
 
 
 def build_modality(store: Store, modality: str, folder: str, key: str, max_memory: int, target_recall: float,
-                   k: int, n_shards: int, n_queries: int, seed: int) -> dict:
-    """Build, tune and write `{folder}/{modality}.index`; returns its manifest entry."""
+                   k: int, n_shards: int, n_queries: int, seed: int,
+                   wait_timeout: float = WAIT_TIMEOUT) -> dict | None:
+    """Build, tune and write `{folder}/{modality}.index`; returns its manifest entry (None on the ranks other than
+    0 of a parallel sharded build: they only fill their shards)."""
     n, d = store.n, store.dim
     rng = np.random.default_rng(seed)
     index = _index_factory(d, key)
@@ -229,7 +231,10 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
     chunk_rows = max(1024, min(65_536, max_memory // 32 // (d * 4)))
     path = f"{folder}/{modality}.index"
     if n_shards > 1:  # sharded.py: train once, fill shards (in parallel under torchrun / srun), merge on disk
-        index = build_shards(index, store, modality, folder, key, n_shards, chunk_rows, seed, n_train, rng, _train)
+        index = build_shards(index, store, modality, folder, key, n_shards, chunk_rows, seed, n_train, rng, _train,
+                             wait_timeout)
+        if index is None:  # another rank of a parallel build: its shards are written, rank 0 does the rest
+            return None
     else:
         if not index.is_trained:
             print(f"  {modality}: training {key} on {n_train:,} of {n:,} vectors")
@@ -296,9 +301,12 @@ def check_build_options(max_memory, target_recall: float, k: int, shards: int, q
 
 def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_key: str | None = None,
                 target_recall: float = 0.95, k: int = 10, shards: int = 1, queries: int = 500, seed: int = 0,
-                modalities=None) -> dict:
+                modalities=None, wait_timeout: float = WAIT_TIMEOUT) -> dict | None:
     """Build one index per modality of the store at `store_uri` into the folder `out`; returns the manifest."""
     budget = check_build_options(max_memory, target_recall, k, shards, queries)
+    rank = start_ranks(store_uri, out, shards, wait_timeout)  # under torchrun / srun: sharded.py
+    if rank is None:
+        return None
     store = open_store(store_uri)
     if store.n < 2:
         raise UserError(f"{store_uri}: the store holds {store.n} vectors; an index needs at least 2")
@@ -322,7 +330,10 @@ def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_ke
     entries = {}
     for modality in modalities:
         entries[modality] = build_modality(store, modality, folder, key, budget, target_recall, k, shards,
-                                           queries, seed)
+                                           queries, seed, wait_timeout)
+    if rank:
+        print(f"react-index build: rank {rank} is done; rank 0 writes the index -> {out}")
+        return None
     if not local:
         fs.put(folder.rstrip("/") + "/", out_path, recursive=True)
         shutil.rmtree(folder)

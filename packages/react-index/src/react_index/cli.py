@@ -99,14 +99,19 @@ def embed_command(sources, out, **options):
 @click.option("--index-key", default=None, help="A faiss index_factory string instead of the automatic choice.")
 @click.option("--target-recall", default=0.95, show_default=True, help="Recall@k the search parameters are tuned to.")
 @click.option("--k", "k", default=10, show_default=True, help="k of the recall@k target.")
-@click.option("--shards", default=1, show_default=True, help="Build IVF in N shards merged into on-disk lists.")
+@click.option("--shards", default=1, show_default=True,
+              help="Build IVF in N shards merged into on-disk lists; under torchrun / srun, every process fills "
+                   "its share of the shards (the output folder must be shared).")
+@click.option("--wait-timeout", default=21600.0, show_default=True,
+              help="Parallel --shards builds: seconds a process waits without progress (for rank 0's trained "
+                   "index, or for the other ranks' shards) before it gives up with an error.")
 @click.option("--queries", default=500, show_default=True, help="Held-out queries for tuning and measuring.")
 @click.option("--modality", "modalities", multiple=True, type=click.Choice(["image", "text"]),
               help="Index only these modalities [default: every one in the store].")
 @with_options(MODEL_OPTIONS)
 @friendly_errors
 def build_command(sources, out, store, max_memory, index_key, target_recall, k, shards, queries, modalities,
-                  **options):
+                  wait_timeout, **options):
     """Build tuned faiss indexes from an embedding STORE, or from SOURCES (embedded first)."""
     from .build import build_index, check_build_options, is_store
 
@@ -115,7 +120,8 @@ def build_command(sources, out, store, max_memory, index_key, target_recall, k, 
     if store_uri is None:
         store_uri = store or out.rstrip("/") + "/store"
         _embed(sources, store_uri, **options)
-    build_index(store_uri, out, max_memory, index_key, target_recall, k, shards, queries, 0, modalities or None)
+    build_index(store_uri, out, max_memory, index_key, target_recall, k, shards, queries, 0, modalities or None,
+                wait_timeout=wait_timeout)
 
 
 @main.command("query")
