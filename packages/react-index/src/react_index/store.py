@@ -193,6 +193,8 @@ SHARD_ORDERS = {
     "input": "the inputs as given, brace patterns and globs expanded",
     "path-text": "the img_emb/*.npy paths sorted as text, as embedding-reader, autofaiss and clip-retrieval read a "
                  "folder (img_emb_10 before img_emb_2)",
+    "appended": "the shards of the store state in lineage (in its order), then those `react-index add` appended (each "
+                "add's inputs as given)",
 }
 
 
