@@ -184,11 +184,17 @@ def run(out_dir: Path) -> dict:
     peer_ids = set(pq.read_table(out_dir / "peer" / "attached.parquet", columns=["sample_id"]).column(0).to_pylist())
     best = {k: min(v) for k, v in walls.items()}
     best_round = {k: int(np.argmin(v)) for k, v in walls.items()}
-    patterns = {"react-index": r"([\d.]+) images/s\)", "img2dataset": r"total .*images per sec: ([\d.]+)"}
+    # each tool's own rate over its download phase (start-up excluded), in images written per second:
+    # img2dataset's "images per sec" counts every URL tried, so it is scaled by its success share
+    patterns = {"img2dataset": r"total .*success: ([\d.]+) .*images per sec: ([\d.]+)"}
     reported = {}
-    for name, pattern in patterns.items():  # each tool's own rate over its download phase (start-up excluded)
-        found = re.findall(pattern, (out_dir / f"{name}.round{best_round[name]}.log").read_text(errors="replace"))
-        reported[name] = float(found[-1]) if found else None
+    for name in walls:
+        log = (out_dir / f"{name}.round{best_round[name]}.log").read_text(errors="replace")
+        if name == "react-index":
+            found = [(1.0, float(x)) for x in re.findall(r"([\d.]+) images/s\)", log)]
+        else:
+            found = [(float(a), float(b)) for a, b in re.findall(patterns[name], log)]
+        reported[name] = round(found[-1][0] * found[-1][1], 1) if found else None
     rate = {"react-index": len(ours_ids) / best["react-index"], "img2dataset": len(peer_ids) / best["img2dataset"]}
     return {
         "revision": revision(), "urls": n, "dead_links": int(dead.sum()), "latency_ms": LATENCY * 1000,

@@ -447,11 +447,7 @@ class Run:
         was finished: its status file exists)."""
         tar_uri, status_uri = self.paths(s)
         fs, tar_path = fsspec.core.url_to_fs(tar_uri)
-        old = {}
-        if fs.exists(tar_path):
-            with fs.open(tar_path, "rb") as f:
-                old = image_members(f)
-        previous = {}
+        has_tar = fs.exists(tar_path)
         status_fs, status_path = fsspec.core.url_to_fs(status_uri)
         if status_fs.exists(status_path):
             with status_fs.open(status_path, "rb") as f:
@@ -461,9 +457,18 @@ class Run:
                 raise UserError(f"{status_uri}: this shard holds other samples than shard {s} of this retrieval set "
                                 f"(another set, or another --samples-per-shard, was downloaded into "
                                 f"{self.out_dir}); download into a new --out folder")
-        else:  # a run killed between writing the tar and its status: its members are kept
-            previous = {u["sample_id"]: _status_row(u, "downloaded") for u in units if u["sample_id"] in old}
-            return previous, old, False
+            kept = {sid: (r["offset"], r["length"], None) for sid, r in previous.items() if r["outcome"] != "failed"}
+            again = any(r["outcome"] == "failed" and (self.opts.retry_failed or not r["permanent"]) for r in rows)
+            if has_tar and not again and all(v[0] is not None for v in kept.values()):
+                return previous, kept, True  # finished, nothing to refetch: the tar is not even read
+        else:  # none, or a run killed between writing the tar and its status: the tar's members are kept
+            previous = None
+        old = {}
+        if has_tar:
+            with fs.open(tar_path, "rb") as f:
+                old = image_members(f)
+        if previous is None:
+            return {u["sample_id"]: _status_row(u, "downloaded") for u in units if u["sample_id"] in old}, old, False
         return previous, old, True
 
     async def fetch(self, unit: dict) -> tuple[dict, list[tuple[str, bytes]] | None]:
