@@ -129,16 +129,31 @@ def shard_done(folder: str, modality: str, s: int, digest: str) -> bool:
     return bool(marker) and marker.get("plan") == digest and os.path.exists(shard_path(folder, modality, s))
 
 
+def iter_range(store, modality: str, lo: int, hi: int, chunk_rows: int):
+    """(first row, float32 chunk) of the store's rows [lo, hi), reading only the shards and rows in the range (with
+    plain reads rather than through a memory map, as Store.iter_chunks)."""
+    offsets = store.offsets()
+    for i in range(len(offsets) - 1):
+        first, end = int(offsets[i]), int(offsets[i + 1])
+        if end <= lo or first >= hi or first == end:
+            continue
+        vectors = store.shard_vectors(modality, i)
+        width = vectors.shape[1]
+        for a in range(max(lo, first), min(hi, end), chunk_rows):
+            b = min(a + chunk_rows, hi, end)
+            if isinstance(vectors, np.memmap):
+                raw = np.fromfile(vectors.filename, dtype=vectors.dtype, count=(b - a) * width,
+                                  offset=vectors.offset + (a - first) * width * vectors.itemsize)
+                yield a, raw.reshape(b - a, width).astype(np.float32)
+            else:
+                yield a, np.asarray(vectors[a - first:b - first], dtype=np.float32)
+
+
 def fill_range(index, store, modality: str, lo: int, hi: int, chunk_rows: int, bar) -> None:
     """Add rows [lo, hi) of the store to `index` under their global row ids."""
-    for start, chunk in store.iter_chunks(modality, chunk_rows):
-        if start + len(chunk) <= lo:
-            continue
-        if start >= hi:
-            break
-        a, b = max(lo, start), min(hi, start + len(chunk))
-        index.add_with_ids(np.ascontiguousarray(chunk[a - start:b - start]), np.arange(a, b, dtype=np.int64))
-        bar.update(b - a)
+    for a, chunk in iter_range(store, modality, lo, hi, chunk_rows):
+        index.add_with_ids(chunk, np.arange(a, a + len(chunk), dtype=np.int64))
+        bar.update(len(chunk))
 
 
 def fill_shard(trained: str, store, modality: str, lo: int, hi: int, chunk_rows: int, bar, part: str,
@@ -263,6 +278,41 @@ def build_shards(index, store, modality: str, folder: str, key: str, n_shards: i
         os.remove(ivfdata)
     merge_ondisk(index, [shard_path(folder, modality, s) for s in range(n_shards)], ivfdata)
     return index
+
+
+def empty_copy(path: str, on_disk: bool):
+    """The trained, empty index of the IVF index file at `path` (its quantizer and encoder, no vectors)."""
+    index = faiss.read_index(path, faiss.IO_FLAG_ONDISK_SAME_DIR if on_disk else 0)
+    ivf = faiss.extract_index_ivf(index)
+    lists = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()  # the index owns it now
+    index.ntotal = ivf.ntotal = 0
+    return index
+
+
+def merge_lists(index, sources: list, ivfdata: str) -> None:
+    """Merge the inverted lists of the opened IVF indexes `sources` (in memory, memory-mapped or on disk; the caller
+    keeps them open) into new on-disk lists in `ivfdata`, which become the lists of the empty trained `index`
+    (faiss.contrib.ondisk.merge_ondisk, for indexes already opened)."""
+    ivf = faiss.extract_index_ivf(index)
+    assert index.ntotal == 0, "merge_lists fills an empty index"
+    if os.path.exists(ivfdata):  # a merge that was killed: merged afresh
+        os.remove(ivfdata)
+    lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, ivfdata)
+    pointers = faiss.InvertedListsPtrVector()
+    for source in sources:
+        pointers.push_back(faiss.extract_index_ivf(source).invlists)
+    ntotal = lists.merge_from_multiple(pointers.data(), pointers.size(), False)
+    index.ntotal = ivf.ntotal = ntotal
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()
+
+
+def ivfdata_name(index) -> str | None:
+    """The file name of an on-disk index's inverted lists (None for lists in memory)."""
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    return os.path.basename(lists.filename) if isinstance(lists, faiss.OnDiskInvertedLists) else None
 
 
 def cleanup(folder: str, modality: str, n_shards: int) -> None:
