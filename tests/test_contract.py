@@ -127,3 +127,26 @@ def test_sixteen_bit_greyscale_keeps_its_tones_and_bad_bytes_are_named(tmp_path)
         _imagerows.read_image_bytes(str(tmp_path / "deep.png"), 10, len(data))
     with pytest.raises(_imagerows.MissingImage):
         _imagerows.read_image_bytes(str(tmp_path / "nope.png"))
+
+
+def test_every_package_refuses_pickles_and_foreign_weights_by_name(tiny_weights, tmp_path):
+    """One open_clip loader (`_openclip.py`) behind react-index's encoder, react-tune's base and react-eval's models."""
+    import torch
+
+    from react_eval.loaders import load
+    from react_index.clip_embed import QueryEncoder
+    from react_tune.model import load_base
+    from toyworld.models import TINY, TOY, save_random_init
+
+    model, *_ = load_base(TINY, str(tiny_weights))
+    torch.save(model, tmp_path / "whole-model.pt")  # a pickled module: open_clip's weights_only load refuses it
+    other = save_random_init(TOY, tmp_path / "toy.safetensors")
+    loaders = {"react-index": lambda w: QueryEncoder(TINY, w, "cpu"), "react-tune": lambda w: load_base(TINY, w),
+               "react-eval": lambda w: load(TINY, w, "cpu")}
+    for package, load_with in loaders.items():
+        with pytest.raises(ValueError, match=r"whole-model\.pt: not a weights file .* safetensors") as pickled:
+            load_with(str(tmp_path / "whole-model.pt"))
+        with pytest.raises(ValueError, match=rf"toy\.safetensors: these weights do not fit {TINY}: tensor") as foreign:
+            load_with(str(other))
+        for error in (pickled.value, foreign.value):  # each package's own UserError: its CLI prints one line
+            assert type(error).__name__ == "UserError" and type(error).__module__.startswith(package.replace("-", "_"))

@@ -228,9 +228,10 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
 
 
 def test_an_unknown_model_or_tag_is_one_line_naming_the_option(tmp_path, toy_retrieval):
-    with pytest.raises(UserError, match=r"--model ViT-Q-99: not an open_clip model name .* --model-config"):
+    with pytest.raises(UserError, match=r"--model ViT-Q-99: not an open_clip model name.* --model-config"):
         load_base("ViT-Q-99", None)
-    with pytest.raises(UserError, match=r"--pretrained laion9b: not a weights file .* tags: openai, laion400m_e31"):
+    with pytest.raises(UserError, match=r"--pretrained laion9b: neither a weights file nor an open_clip tag of "
+                                        r"ViT-B/32 .its tags: openai, laion400m_e31"):
         load_base("ViT-B/32", "laion9b")  # open_clip's old spelling of the name is a known model
     out = _cli("train", "--manifest", toy_retrieval, "--model", "ViT-B-32", "--pretrained", "laion9b",
                "--out", tmp_path / "o")

@@ -18,7 +18,8 @@ from importlib.metadata import entry_points
 import open_clip
 
 from ._loader_protocol import LoadedModel, as_loaded
-from ._manifests import ManifestError, UserError, resolve_model
+from ._manifests import ManifestError
+from ._openclip import create
 
 OPEN_CLIP_SCHEMAS = ("hf-hub", "local-dir")
 
@@ -55,14 +56,6 @@ def load(model: str, pretrained: str | None = None, device: str = "cpu") -> Load
         loaded.name = distinct_name(loaded, kind, spec)
         loaded.model.eval()
         return loaded
-    if not spec and model not in open_clip.list_models():
-        raise UserError(f"--model {model}: not an open_clip model name nor KIND:SPEC; register its config with "
-                        "--model-config FILE, or use a built-in name (e.g. ViT-B-32; open_clip.list_models())")
-    record, weights = resolve_model(model, pretrained)
-    tags = open_clip.list_pretrained_tags_by_model(model)
-    if weights and record["pretrained_sha256"] is None and weights not in tags:
-        raise UserError(f"--pretrained {pretrained}: neither a weights file nor an open_clip tag of {model} "
-                        f"(tags: {', '.join(tags) or 'none'})")
-    net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=weights)
-    return LoadedModel(model=net.eval().to(device), preprocess=preprocess, tokenizer=open_clip.get_tokenizer(model),
+    net, _, preprocess, tokenizer, _ = create(model, pretrained)  # unknown names, pickles, foreign weights: named
+    return LoadedModel(model=net.eval().to(device), preprocess=preprocess, tokenizer=tokenizer,
                        name=model, pretrained=pretrained or "", lineage=[], base_name=model, kind="open_clip")

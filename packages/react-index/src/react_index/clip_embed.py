@@ -14,41 +14,23 @@ from collections import Counter
 from contextlib import nullcontext
 
 import numpy as np
-import open_clip
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from ._imagerows import CorruptImage, decode_rgb
-from ._manifests import UserError, resolve_model
+from ._manifests import UserError
+from ._openclip import create
 from .sources import InputShard, SourceError, read_samples
 from .store import metadata_table, write_shard
 
 log = logging.getLogger("react_index")
 
 
-def check_model(model_name: str, weights: str | None) -> None:
-    """An unknown model name or pretrained tag is the user's mistake: say so before loading anything."""
-    if model_name.startswith(("hf-hub:", "local-dir:")):  # open_clip resolves these itself
-        return
-    name = model_name.replace("/", "-")  # open_clip accepts ViT-B/32 for ViT-B-32
-    if name not in open_clip.list_models():
-        raise UserError(f"--model {model_name}: not an open_clip model name; use a built-in one (e.g. ViT-B-32; "
-                        "open_clip.list_models()) or register its config with --model-config FILE")
-    tags = open_clip.list_pretrained_tags_by_model(name)
-
-    def clean(tag: str) -> str:  # as open_clip matches tags
-        return tag.lower().replace("-", "_")
-
-    if weights and not os.path.isfile(weights) and clean(weights) not in {clean(t) for t in tags}:
-        raise UserError(f"--pretrained {weights}: neither a weights file nor an open_clip tag of {model_name} "
-                        f"(tags: {', '.join(tags) or 'none'})")
-
-
-def load_clip(model_name: str, pretrained: str | None, device: torch.device):
-    """(model in eval mode on `device`, eval preprocess, tokenizer)."""
-    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
-    return model.eval().to(device), preprocess, open_clip.get_tokenizer(model_name)
+def load_clip(model_name: str, pretrained: str | None, device: torch.device, resolved=None):
+    """(model in eval mode on `device`, eval preprocess, tokenizer); mistakes in the name or weights are named."""
+    model, _, preprocess, tokenizer, _ = create(model_name, pretrained, resolved)
+    return model.eval().to(device), preprocess, tokenizer
 
 
 class ShardBatches(IterableDataset):
@@ -116,13 +98,13 @@ def pick_device(device: str | None, local_rank: int) -> torch.device:
 def embed_shards(shards: list[InputShard], out: str, model_name: str, pretrained: str | None,
                  batch_size: int = 256, workers: int = 4, device: str | None = None,
                  skip_bad_shards: bool = False, image_column: str = "image", caption_column: str = "caption",
-                 ) -> None:
+                 resolved: tuple[dict, str | None] | None = None) -> None:
     """Embed `shards` (this rank's pending ones) into the store at `out`."""
     if not shards:
         return
     _, _, local_rank = distributed_rank()
     dev = pick_device(device, local_rank)
-    model, preprocess, tokenizer = load_clip(model_name, pretrained, dev)
+    model, preprocess, tokenizer = load_clip(model_name, pretrained, dev, resolved)
     dim = model.visual.output_dim
     amp = torch.autocast(dev.type, dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) \
         if dev.type == "cuda" else nullcontext()
@@ -178,10 +160,8 @@ class QueryEncoder:
     """Encodes prompt texts and example images into normalised float32 query vectors."""
 
     def __init__(self, model_name: str, pretrained: str | None, device: str | None = None, batch_size: int = 256):
-        _, weights = resolve_model(model_name, pretrained)
-        check_model(model_name, weights)
         self.device = pick_device(device, 0)
-        self.model, self.preprocess, self.tokenizer = load_clip(model_name, weights, self.device)
+        self.model, self.preprocess, self.tokenizer = load_clip(model_name, pretrained, self.device)
         self.batch_size = batch_size
 
     def _run(self, items, encode) -> np.ndarray:

@@ -12,7 +12,8 @@ import logging
 import fsspec
 
 from ._manifests import require, resolve_model, write_bytes_atomic
-from .precomputed import ingest_precomputed
+from ._openclip import check_model_name
+from .precomputed import ingest_in_place, ingest_precomputed
 from .sources import SourceError, discover, expand_inputs, is_precomputed
 from .store import UNKNOWN, finalize, shard_done
 
@@ -50,18 +51,23 @@ def precomputed_model(model: str | None, pretrained: str | None) -> dict:
 
 def embed(sources, out: str, model: str | None = None, pretrained: str | None = None, batch_size: int = 256,
           workers: int = 4, device: str | None = None, skip_bad_shards: bool = False, image_column: str = "image",
-          caption_column: str = "caption", images_root: str | None = None) -> dict | None:
+          caption_column: str = "caption", images_root: str | None = None, in_place: bool = False) -> dict | None:
     """Embed `sources` into the store `out`; returns its manifest (None on torchrun ranks other than 0).
 
     `model` defaults to ViT-B-32 for images embedded here; for precomputed embeddings it is only recorded, and
     recorded as unknown when not given. `images_root`: where the images named by precomputed metadata's
-    `image_path` live (relative paths are resolved against it; paths that name no file are not locators)."""
+    `image_path` live (relative paths are resolved against it; paths that name no file are not locators).
+    `in_place`: a precomputed folder becomes a store without copying (precomputed.ingest_in_place)."""
     uris = expand_inputs(list(sources))
     precomputed = [u for u in uris if is_precomputed(u)]
     if precomputed:
         if len(uris) != 1:
             raise SourceError("give one folder of precomputed embeddings at a time, and nothing else")
-        return ingest_precomputed(uris[0], out, precomputed_model(model, pretrained), images_root)
+        ingest = ingest_in_place if in_place else ingest_precomputed
+        return ingest(uris[0], out, precomputed_model(model, pretrained), images_root)
+    if in_place:
+        raise SourceError("--in-place applies to a folder of precomputed embeddings (holding img_emb/): other "
+                          "inputs are embedded into the store")
     if images_root:
         raise SourceError("--images-root applies to precomputed embeddings (their metadata's image_path); "
                           "other inputs carry their own image locations")
@@ -71,12 +77,12 @@ def embed(sources, out: str, model: str | None = None, pretrained: str | None = 
                          "instead", package="react_index")
     rank, world, _ = clip_embed.distributed_rank()
     record, weights = resolve_model(model, pretrained)
-    clip_embed.check_model(model, weights)
+    check_model_name(model, weights, is_file=record["pretrained_sha256"] is not None)  # before any work
     if rank == 0:
         _check_same_model(out, record)
     mine = [s for i, s in enumerate(shards) if i % world == rank and not shard_done(out, s.name)]
     clip_embed.embed_shards(mine, out, model, weights, batch_size, workers, device, skip_bad_shards,
-                            image_column, caption_column)
+                            image_column, caption_column, resolved=(record, weights))
     clip_embed.barrier_if_distributed()
     if rank != 0:
         return None
