@@ -80,9 +80,14 @@ SPECS = {
         "modalities": [str],
         "shard_order?": str,  # "input" or "path-text": the rule that ordered `shards` (= the store's rows)
         "shards": [{"name": str, "source": str, "samples": int, "metadata": str, "dim": int,
-                    "img_emb?": str, "text_emb?": str, "skipped": COUNTS}],
+                    "img_emb?": str, "text_emb?": str, "skipped": COUNTS,
+                    # in-place stores: each referenced file's size and the sha256 of its first + last 64 KiB
+                    "files?": [{"file": str, "bytes": int, "ends_sha256": str}]}],
         "counts": {"samples": int, "skipped": COUNTS},
         "inputs": [str],
+        # in-place stores (a precomputed folder's own parts, not copied): the folder, and what was checked
+        "in_place?": {"folder": str, "images_root": (str, type(None)),
+                      "check": {"rows_sampled": int, "nonfinite_rows": int, "max_norm_error": float}},
     },
     INDEX: {
         "model": MODEL,
@@ -91,7 +96,7 @@ SPECS = {
         "indexes": {m + "?": {"file": str, "index_key": str, "ntotal": int, "search_params": dict,
                               "measured": {"k": int, "recall": float, "queries": int, "qps": float,
                                            "query_modality?": str, "query_ids?": str, "excludes_self?": bool},
-                              "on_disk?": bool, "build_seconds?": float}
+                              "on_disk?": bool, "build_seconds?": float, "rerank?": int}
                     for m in ("image", "text")},
     },
     RETRIEVAL: {

@@ -14,6 +14,8 @@ index (`{modality}.queries.npy`) so anyone can re-measure the recall.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import shutil
 import tempfile
@@ -29,12 +31,16 @@ from tqdm import tqdm
 from ._manifests import UserError, local_atomic_path, manifest_uri
 from .indexkey import choose_index_key, estimate_memory, format_bytes, parse_memory, training_size
 from .manifest import INDEX, STORE, lineage_entry, read_manifest, write_manifest
+from .rerank import is_compressed, search_reranked
 from .sharded import WAIT_TIMEOUT, build_shards, start_ranks
 from .sharded import cleanup as cleanup_shards
 from .sources import SourceError
 from .store import Store, open_store
 
+log = logging.getLogger("react_index")
+
 HNSW_EF_MAX = 4096
+RERANK_FACTORS = (1, 2, 4, 8, 16, 32)  # candidates per result tried for a compressed index
 
 
 def faiss_gpus() -> int:
@@ -75,11 +81,13 @@ def knob_params(knob: str, value: int, index) -> dict:
     return params
 
 
-def search(index, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Top-k ids; with `exclude`, each query's own row id is removed from its results."""
+def search(index, queries: np.ndarray, k: int, exclude: np.ndarray | None = None, store: Store | None = None,
+           modality: str | None = None, factor: int = 1) -> np.ndarray:
+    """Top-k ids; with `exclude`, each query's own row id is removed from its results; with `factor` > 1,
+    k·factor candidates re-ranked exactly with the store's vectors (rerank.search_reranked)."""
     if exclude is None:
-        return index.search(queries, k)[1]
-    ids = index.search(queries, k + 1)[1]
+        return search_reranked(index, store, modality, queries, k, factor)[1]
+    ids = search_reranked(index, store, modality, queries, k + 1, factor)[1]
     out = np.empty((len(ids), k), dtype=np.int64)
     for i, row in enumerate(ids):
         row = row[row != exclude[i]]
@@ -114,49 +122,120 @@ def exact_neighbours(store: Store, modality: str, queries: np.ndarray, k: int,
     return (np.stack([scores[i, j] for i, j in enumerate(keep)]), np.stack([ids[i, j] for i, j in enumerate(keep)]))
 
 
-def tune(index, store: Store, modality: str, queries, truth_scores, target: float, exclude=None) -> tuple[dict, float]:
-    """Smallest nprobe / efSearch reaching `target` recall@k (or the best reachable), and its recall."""
+def rerank_factors(index, rerank: bool | int | str = True) -> tuple[int, ...]:
+    """The re-ranking factors r to try: RERANK_FACTORS for a compressed index (True / "auto"), only 1 for an
+    index that scores exactly or with `rerank` False / "off", or the one given (an integer ≥ 1)."""
+    if rerank is False or rerank == "off":
+        return (1,)
+    if rerank is True or rerank == "auto":
+        return RERANK_FACTORS if is_compressed(index) else (1,)
+    try:
+        factor = int(rerank)
+    except (TypeError, ValueError):
+        factor = 0
+    if factor < 1 or (isinstance(rerank, float) and factor != rerank):
+        raise UserError(f"--rerank must be 'auto', 'off' or a whole number of candidates per result ≥ 1, got "
+                        f"{rerank!r}")
+    return (factor,)
+
+
+def check_rerank(rerank: bool | int | str) -> None:
+    """Refuse a --rerank value that is neither 'auto', 'off' nor a whole number ≥ 1."""
+    rerank_factors(faiss.IndexFlatIP(1), rerank)
+
+
+def _smallest_reaching(measure, start: int, limit: int, target: float, reaches_at_start: bool = False,
+                       ) -> tuple[int, float]:
+    """(value, recall): the smallest knob value in [1, limit] whose recall reaches `target` (recall being
+    non-decreasing in the value), searching up from `start` by doubling, then down by bisection; or, when none
+    does, the smallest value of the best recall seen (doubling stops where it stops gaining recall: the codes,
+    not the search, limit it). `reaches_at_start`: `start` is known to reach the target."""
+    seen: dict[int, float] = {}
+    value = start
+    if not reaches_at_start:
+        while True:
+            seen[value] = measure(value)
+            if seen[value] >= target or value >= limit:
+                break
+            if value // 2 in seen and seen[value] < seen[value // 2] + 0.002:
+                break  # a plateau: twice the search gains nothing
+            value = min(limit, value * 2)
+        if seen[value] < target:
+            best = min(seen, key=lambda v: (-seen[v], v))
+            return best, seen[best]
+    lo, hi = (value // 2, value) if value // 2 in seen else (0, value)
+    while hi - lo > 1:  # smallest value in (lo, hi] that reaches the target
+        mid = (lo + hi) // 2
+        seen[mid] = measure(mid)
+        lo, hi = (lo, mid) if seen[mid] >= target else (mid, hi)
+    if hi not in seen:
+        seen[hi] = measure(hi)
+    return hi, seen[hi]
+
+
+def tune_search(index, store: Store, modality: str, queries: np.ndarray, truth_scores: np.ndarray, target: float,
+                exclude: np.ndarray | None = None, rerank: bool | int | str = True,
+                ) -> tuple[dict, int, float, float]:
+    """Tune the search parameter (nprobe / efSearch) and the re-ranking factor r together: for each r (see
+    `rerank_factors`), the smallest parameter whose recall@k reaches `target`; of those, the pair with the best
+    measured QPS (r·k candidates re-scored exactly with the store's vectors, rerank.py). When no pair reaches the
+    target, the best recall. k is `truth_scores.shape[1]` (exact top-k scores of `queries`, exact_neighbours);
+    `exclude`: each query's own row id, left out of its results.
+
+    Returns (search params, r, recall@k, QPS) and leaves the params applied to `index`. The index may come from
+    anywhere (built here, or an adopted autofaiss index); its rows must be the store's rows.
+    """
     k = truth_scores.shape[1]
     kth = truth_scores[:, -1]
     knob, limit = search_knobs(index)
+    tried = []  # (factor, params, recall, qps)
+    value, reached = (1 if knob == "nprobe" else 16), 0.0
+    for factor in rerank_factors(index, rerank):
+        def recall(factor=factor) -> float:
+            return recall_at_k(store, modality, queries, search(index, queries, k, exclude, store, modality, factor),
+                               kth)
 
-    def recall() -> float:
-        return recall_at_k(store, modality, queries, search(index, queries, k, exclude), kth)
+        if knob is None:
+            params, reached = {}, recall()
+        else:
+            def measure(value: int, factor=factor) -> float:
+                apply_params(index, knob_params(knob, value, index))
+                return recall(factor)
 
-    if knob is None:
-        return {}, recall()
-
-    def measure(value: int) -> float:
-        apply_params(index, knob_params(knob, value, index))
-        return recall()
-
-    value = 1 if knob == "nprobe" else 16
-    seen = {}
-    while True:
-        seen[value] = measure(value)
-        if seen[value] >= target or value >= limit:
-            break
-        value = min(limit, value * 2)
-    if seen[value] >= target:
-        lo, hi = (value // 2, value) if value // 2 in seen else (0, value)
-        while hi - lo > 1:  # smallest value in (lo, hi] that reaches the target
-            mid = (lo + hi) // 2
-            seen[mid] = measure(mid)
-            lo, hi = (lo, mid) if seen[mid] >= target else (mid, hi)
-        best = hi
-    else:
-        best = min(seen, key=lambda v: (-seen[v], v))
-    params = knob_params(knob, best, index)
+            # more candidates re-scored (a superset) find at least as much at the same value: start from the last
+            value, reached = _smallest_reaching(measure, value, limit, target, reaches_at_start=reached >= target)
+            params = knob_params(knob, value, index)
+            apply_params(index, params)
+        qps = measure_qps(index, queries, k, store, modality, factor)
+        best_before = max((t for t in tried if t[2] >= target), key=lambda t: t[3], default=None)
+        tried.append((factor, params, reached, qps))
+        log.debug("tune %s: r=%d %s recall@%d %.4f, %.0f QPS", modality, factor, params, k, reached, qps)
+        if reached >= target:
+            if best_before is not None and qps < best_before[3]:
+                break  # more candidates per result no longer pay for the fewer lists / nodes visited
+            if knob is None or value <= 1:
+                break  # the search cannot get cheaper: more candidates would only cost more
+        elif len(tried) > 1 and reached < tried[-2][2] + 0.002:
+            break  # re-ranking more candidates does not raise the recall the search itself can reach
+    reaching = [t for t in tried if t[2] >= target]
+    factor, params, reached, qps = max(reaching, key=lambda t: t[3]) if reaching else \
+        max(tried, key=lambda t: (t[2], t[3]))
     apply_params(index, params)
-    return params, seen[best]
+    return params, factor, reached, qps
 
 
-def measure_qps(index, queries: np.ndarray, k: int, min_seconds: float = 0.3) -> float:
-    runs, start = 0, time.perf_counter()
-    while runs == 0 or time.perf_counter() - start < min_seconds:
-        index.search(queries, k)
+def measure_qps(index, queries: np.ndarray, k: int, store: Store | None = None, modality: str | None = None,
+                factor: int = 1, min_seconds: float = 0.3) -> float:
+    """Queries per second of one batch of `queries` (k results, `factor`·k candidates re-ranked): the fastest of
+    the passes run in `min_seconds` (at least two), so a pass slowed by another process does not count."""
+    best, start = math.inf, time.perf_counter()
+    runs = 0
+    while runs < 2 or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        search_reranked(index, store, modality, queries, k, factor)
+        best = min(best, time.perf_counter() - t)
         runs += 1
-    return runs * len(queries) / (time.perf_counter() - start)
+    return len(queries) / max(best, 1e-9)
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -219,7 +298,7 @@ def _index_factory(d: int, key: str):
 
 
 def build_modality(store: Store, modality: str, folder: str, key: str, max_memory: int, target_recall: float,
-                   k: int, n_shards: int, n_queries: int, seed: int,
+                   k: int, n_shards: int, n_queries: int, seed: int, rerank: bool | int | str = "auto",
                    wait_timeout: float = WAIT_TIMEOUT) -> dict | None:
     """Build, tune and write `{folder}/{modality}.index`; returns its manifest entry (None on the ranks other than
     0 of a parallel sharded build: they only fill their shards)."""
@@ -251,9 +330,9 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
     queries = store.rows(query_modality, q_ids)
     exclude = q_ids if query_modality == modality else None
     truth_scores, _ = exact_neighbours(store, modality, queries, min(k, n - 1), exclude)
-    params, recall = tune(index, store, modality, queries, truth_scores, target_recall, exclude)
+    params, factor, recall, qps = tune_search(index, store, modality, queries, truth_scores, target_recall, exclude,
+                                              rerank)
     k = truth_scores.shape[1]
-    qps = measure_qps(index, queries, k)
     if recall < target_recall:
         print(f"  {modality}: warning: recall@{k} {recall:.3f} is below the target {target_recall} even at the "
               f"largest search setting; give --max-memory room for a less compressed index or pass --index-key")
@@ -261,9 +340,11 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
     _save_npy(f"{folder}/{modality}.queries.npy", q_ids)
     if n_shards > 1:
         cleanup_shards(folder, modality, n_shards)
-    print(f"  {modality}: {key}, {index.ntotal:,} vectors, {params or 'exact'}: recall@{k} "
+    reranked = f", {factor}·k candidates re-ranked exactly" if factor > 1 else ""
+    print(f"  {modality}: {key}, {index.ntotal:,} vectors, {params or 'exact'}{reranked}: recall@{k} "
           f"{recall:.3f} at {qps:,.0f} QPS (built in {build_seconds:.1f}s)")
     return {"file": f"{modality}.index", "index_key": key, "ntotal": int(index.ntotal), "search_params": params,
+            "rerank": factor,
             "measured": {"k": k, "recall": round(recall, 6), "queries": len(q_ids),
                          "qps": round(qps, 1), "query_modality": query_modality,
                          "query_ids": f"{modality}.queries.npy", "excludes_self": exclude is not None},
@@ -301,12 +382,15 @@ def check_build_options(max_memory, target_recall: float, k: int, shards: int, q
 
 def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_key: str | None = None,
                 target_recall: float = 0.95, k: int = 10, shards: int = 1, queries: int = 500, seed: int = 0,
-                modalities=None, wait_timeout: float = WAIT_TIMEOUT) -> dict | None:
-    """Build one index per modality of the store at `store_uri` into the folder `out`; returns the manifest."""
+                modalities=None, rerank: bool | int | str = "auto", wait_timeout: float = WAIT_TIMEOUT) -> dict | None:
+    """Build one index per modality of the store at `store_uri` into the folder `out`; returns the manifest.
+    `rerank`: "auto" tunes the exact re-ranking factor with the search parameters (compressed indexes), "off"
+    never re-ranks, an integer fixes it."""
     budget = check_build_options(max_memory, target_recall, k, shards, queries)
     rank = start_ranks(store_uri, out, shards, wait_timeout)  # under torchrun / srun: sharded.py
     if rank is None:
         return None
+    check_rerank(rerank)  # a bad --rerank is refused before anything is built
     store = open_store(store_uri)
     if store.n < 2:
         raise UserError(f"{store_uri}: the store holds {store.n} vectors; an index needs at least 2")
@@ -330,7 +414,7 @@ def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_ke
     entries = {}
     for modality in modalities:
         entries[modality] = build_modality(store, modality, folder, key, budget, target_recall, k, shards,
-                                           queries, seed, wait_timeout)
+                                           queries, seed, rerank, wait_timeout)
     if rank:
         print(f"react-index build: rank {rank} is done; rank 0 writes the index -> {out}")
         return None

@@ -19,6 +19,9 @@ MODEL_OPTIONS = [
                  help="Precomputed embeddings: the folder (or fsspec URI) holding the images their metadata's "
                       "image_path names. A path that names no file there (or, if absolute, nowhere) is not used "
                       "as a locator: the row keeps only its url."),
+    click.option("--in-place", is_flag=True,
+                 help="Precomputed embeddings: make the store a manifest over the folder's own float16, unit-norm "
+                      "parts (checked on a sample of every part; refused, saying why, otherwise) instead of a copy."),
     click.option("--model-config", type=click.Path(exists=True), default=None,
                  help="An open_clip model config JSON (or folder of them) to register before loading --model."),
     click.option("--batch-size", default=256, show_default=True),
@@ -65,13 +68,13 @@ def _register_model_config(model_config):
         require("open_clip", "pip install 'react-index[clip]'").add_model_config(model_config)
 
 
-def _embed(sources, out, model, pretrained, images_root, model_config, batch_size, workers, device,
+def _embed(sources, out, model, pretrained, images_root, in_place, model_config, batch_size, workers, device,
            skip_bad_shards, image_column, caption_column):
     from .embed import embed
 
     _register_model_config(model_config)
     return embed(sources, out, model, pretrained, batch_size, workers, None if device == "auto" else device,
-                 skip_bad_shards, image_column, caption_column, images_root)
+                 skip_bad_shards, image_column, caption_column, images_root, in_place)
 
 
 @main.command("embed")

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ._manifests import RETRIEVAL_COLUMNS, UserError, require, write_parquet_atomic
 from .domain import DomainError, TargetClass, load_templates, prompts
 from .manifest import INDEX, ManifestError, lineage_entry, read_manifest, write_retrieval_manifest
+from .rerank import CANDIDATES_PER_SEARCH, search_reranked
 from .sources import IMAGE_EXTS
 from .store import UNKNOWN, Store, open_store
 
@@ -181,14 +182,21 @@ def probe_enough_lists(index, k: int) -> int | None:
     return needed
 
 
-def search(index, queries: Queries, k: int, batch: int = 1024):
-    """Candidates (class, sample id, score, query index) of the k nearest neighbours of every query."""
-    widened = probe_enough_lists(index, k)
+def search(index, queries: Queries, k: int, batch: int = 1024, store: Store | None = None, modality: str | None = None,
+           factor: int = 1):
+    """Candidates (class, sample id, score, query index) of the k nearest neighbours of every query. With
+    `factor` r > 1, each query takes r·k candidates from the index and keeps the k best by their exact score
+    with the store's vectors (rerank.py): the scores returned are then exact. Queries go in batches small
+    enough that batch × r·k candidates stay bounded (REACT's k is 125–1,000)."""
+    width = k * max(1, factor)
+    widened = probe_enough_lists(index, width)
     if widened:
-        print(f"  k={k}: probing {widened} inverted lists per query (the tuned nprobe reaches fewer than 2k vectors)")
+        print(f"  k={k}: probing {widened} inverted lists per query (the tuned nprobe reaches fewer than "
+              f"2·{width} vectors)")
+    batch = max(1, min(batch, CANDIDATES_PER_SEARCH // width))
     cls, ids, scores, qidx = [], [], [], []
     for lo in tqdm(range(0, len(queries.vectors), batch), desc="search", unit="batch", dynamic_ncols=True):
-        d, i = index.search(np.ascontiguousarray(queries.vectors[lo:lo + batch]), k)
+        d, i = search_reranked(index, store, modality, queries.vectors[lo:lo + batch], k, factor)
         ok = i >= 0
         rows = np.nonzero(ok)[0]
         cls.append(queries.classes[lo + rows])
@@ -279,35 +287,66 @@ def join_metadata(store: Store, sample_ids: np.ndarray) -> pa.Table:
     parts = []
     for s in np.unique(np.searchsorted(offsets, sample_ids, side="right") - 1):
         local = sample_ids[(sample_ids >= offsets[s]) & (sample_ids < offsets[s + 1])] - offsets[s]
-        parts.append(store.metadata(int(s), columns=JOIN_COLUMNS).take(pa.array(local)))
+        parts.append(store.metadata(int(s), columns=JOIN_COLUMNS, rows=local))  # in-place stores map only these
     return pa.concat_tables(parts) if parts else pa.table({c: [] for c in JOIN_COLUMNS})
 
 
 def _labels_by_row(candidates, queries_by_mode, rows_g: np.ndarray, n_samples: int) -> pa.ListArray:
-    """The distinct templates (or example names) that found each selected (class, sample), best first."""
-    g, label, score = [], [], []
+    """The distinct templates (or example names) that found each selected (class, sample) `rows_g` (unique
+    class·n_samples + sample), best first: each label ranked by the best score it found the row with (ties:
+    the earlier candidate). Vectorised: one sort of the candidates, a list array built from offsets."""
+    vocab: dict[str, int] = {}
+    g, code, score = [], [], []
     for (cls, ids, scores, qidx), queries in zip(candidates, queries_by_mode, strict=True):
-        g.append(cls.astype(np.int64) * n_samples + ids)
-        label.append(np.array(queries.labels, dtype=object)[qidx.astype(np.int64)])
+        codes = np.fromiter((vocab.setdefault(label, len(vocab)) for label in queries.labels), np.int64,
+                            len(queries.labels))
+        g.append(cls.astype(np.int64) * n_samples + ids.astype(np.int64))
+        code.append(codes[qidx.astype(np.int64)])
         score.append(scores)
-    g, label, score = np.concatenate(g), np.concatenate(label), np.concatenate(score)
-    wanted = np.isin(g, rows_g)
-    g, label, score = g[wanted], label[wanted], score[wanted]
-    order = np.lexsort((-score, g))
-    g, label = g[order], label[order]
-    pairs = {}
-    for gi, li in zip(g.tolist(), label.tolist(), strict=True):
-        lst = pairs.setdefault(gi, [])
-        if li not in lst:
-            lst.append(li)
-    return pa.array([pairs.get(x, []) for x in rows_g.tolist()], pa.list_(pa.string()))
+    g, code, score = np.concatenate(g), np.concatenate(code), np.concatenate(score)
+    by_g = np.argsort(rows_g, kind="stable")
+    at = np.minimum(np.searchsorted(rows_g, g, sorter=by_g), max(0, len(rows_g) - 1))
+    wanted = rows_g[by_g[at]] == g if len(rows_g) else np.zeros(len(g), bool)
+    where = np.flatnonzero(wanted)  # candidate positions, ascending: ties keep the earlier candidate
+    row, code, score = by_g[at[where]], code[where], score[where]
+    n_labels = max(1, len(vocab))
+    key = row * n_labels + code  # one (row, label) pair
+    order = np.lexsort((-score, key))  # stable: by pair, best score first, then the earlier candidate
+    first = np.ones(len(order), bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    best = order[first]  # each pair's best candidate (position in `where`)
+    best = best[np.lexsort((best, -score[best], row[best]))]  # per row: best score first, ties by position
+    counts = np.bincount(row[best], minlength=len(rows_g))
+    offsets = np.zeros(len(rows_g) + 1, np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    values = pa.array(list(vocab), pa.string()).take(pa.array(code[best]))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+
+
+def rerank_override(rerank: int | str | None, recorded: int = 1) -> int:
+    """The re-ranking factor a query uses: the index's `recorded` one (None / "auto"), 1 ("off"), or r ≥ 1."""
+    if rerank is None or rerank == "auto":
+        return max(1, int(recorded))
+    if rerank == "off":
+        return 1
+    try:
+        factor = int(rerank)
+    except (TypeError, ValueError):
+        factor = 0
+    if factor < 1:
+        raise UserError(f"--rerank must be 'auto' (as the index was tuned), 'off' or a whole number r ≥ 1 (r·k "
+                        f"candidates re-scored per query), got {rerank!r}")
+    return factor
 
 
 def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: list[str] | None = None,
              mode: str = "t2i", selection: Selection = Selection(), query_embeddings: str | None = None,
              examples: str | None = None, model: str | None = None, pretrained: str | None = None,
-             device: str | None = None, export_urls: str | None = None) -> dict:
-    """Run the domain's queries against the index and write the retrieval set `out` (+ sidecar)."""
+             device: str | None = None, export_urls: str | None = None, rerank: int | str | None = None) -> dict:
+    """Run the domain's queries against the index and write the retrieval set `out` (+ sidecar). `rerank`:
+    None / "auto" re-ranks as the index's manifest says (its `rerank` factor), "off" never, an integer r
+    re-scores r·k candidates per query."""
+    rerank_override(rerank)  # a bad value is refused before any work
     if mode not in MODES:
         raise UserError(f"--mode {mode!r} is unknown; choose from {', '.join(MODES)}")
     if mode == "i2i" and not examples:
@@ -339,7 +378,7 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
     if any(m in ("t2i", "t2t") for m in modes):
         text = embedding_queries(query_embeddings, classes, templates) if query_embeddings else \
             text_queries(classes, templates, encoder)
-    candidates, queries_by_mode = [], []
+    candidates, queries_by_mode, factors = [], [], {}
     for m in modes:
         q = example_queries(examples, classes, encoder) if m == "i2i" else text
         if selection.per == "class":
@@ -350,7 +389,10 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
             raise DomainError(f"query vectors from {made_by} have width {q.vectors.shape[1]}, but the index "
                               f"{index_dir} holds width {manifest['dim']}: queries must come from the model that "
                               "embedded the corpus")
-        candidates.append(search(indexes[MODE_INDEX[m]], q, selection.k))
+        modality = MODE_INDEX[m]
+        factors[modality] = rerank_override(rerank, manifest["indexes"][modality].get("rerank", 1))
+        candidates.append(search(indexes[modality], q, selection.k, store=store, modality=modality,
+                                 factor=factors[modality]))
         queries_by_mode.append(q)
     cls, ids, score = combine(candidates, store.n)
     keep = select(cls, ids, score, selection, len(classes), store, MODE_INDEX[modes[0]])
@@ -375,7 +417,8 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
     write_parquet_atomic(out, table)
     counts = np.bincount(cls, minlength=len(classes)).tolist()
     body = {"model": manifest["model"], "mode": mode, "k": selection.k,
-            "selection": asdict(selection) | {"dedup": "within-class", "skipped_no_locator": skipped},
+            "selection": asdict(selection) | {"dedup": "within-class", "skipped_no_locator": skipped,
+                                              "rerank": factors},
             "classes": [c.name for c in classes], "templates": templates, "counts_per_class": counts,
             "unique_samples": len(np.unique(ids))}
     sidecar = write_retrieval_manifest(out, body, [lineage_entry(manifest, index_dir.rstrip("/") + "/manifest.json")])

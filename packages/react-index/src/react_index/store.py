@@ -7,6 +7,11 @@
     STORE/manifest.json                  react.embedding-store, written when every shard is done
 
 Row i of the store is row i of the shards concatenated in manifest order.
+
+An **in-place** store (`precomputed.ingest_in_place`) is only a manifest over a clip-retrieval / LAION folder's own
+parts: its shard paths name them (relative to the store when inside it, else absolute URIs), each with its size and
+a checksum of its first and last 64 KiB, checked when the store is opened; its metadata is mapped onto the store's
+columns on read.
 """
 
 from __future__ import annotations
@@ -38,7 +43,52 @@ METADATA_SCHEMA = pa.schema([
 
 
 def _join(root: str, rel: str) -> str:
+    """A manifest path: relative to the store's folder, unless it is absolute (an in-place store's parts outside
+    it: a local absolute path or a full fsspec URI)."""
+    if rel.startswith("/") or "://" in rel:
+        return rel
     return root.rstrip("/") + "/" + rel
+
+
+ENDS_BYTES = 65536  # an in-place file's checksum covers its first and last 64 KiB (npy header, parquet footer)
+
+
+def file_fingerprint(uri: str) -> tuple[int, str]:
+    """(size in bytes, sha256 of the first and last ENDS_BYTES) of a file: cheap to check on every open, and it
+    catches a file that was rewritten, truncated, extended or replaced (an edit in the middle only if the size
+    changes)."""
+    import hashlib
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    size = int(fs.size(path))
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        digest.update(f.read(min(size, ENDS_BYTES)))
+        tail = min(ENDS_BYTES, size - min(size, ENDS_BYTES))
+        if tail:
+            f.seek(size - tail)
+            digest.update(f.read(tail))
+    return size, "sha256:" + digest.hexdigest()
+
+
+class ChangedFileError(UserError):
+    """A file an in-place store or an adopted index references changed since it was recorded."""
+
+
+def check_fingerprint(uri: str, size: int, ends_sha256: str, owner: str, fix: str) -> None:
+    """Refuse a referenced file that is missing or differs from its recorded size / checksum, naming it."""
+    try:
+        got_size, got_sha = file_fingerprint(uri)
+    except FileNotFoundError:
+        raise ChangedFileError(f"{uri}: missing; {owner} references it in place. {fix}") from None
+    if got_size != size:
+        what = f"it holds {got_size:,} bytes, {size:,} when recorded"
+    elif got_sha != ends_sha256:
+        what = f"its first or last {ENDS_BYTES // 1024} KiB differ from when it was recorded"
+    else:
+        return
+    raise ChangedFileError(f"{uri}: changed since {owner} recorded it ({what}), so its rows may no longer be the "
+                           f"ones the row ids name. {fix}")
 
 
 def emb_path(modality: str, name: str) -> str:
@@ -242,6 +292,31 @@ class Store:
         """Row offset of each shard (and the total at the end)."""
         return np.concatenate([[0], np.cumsum([s["samples"] for s in self.manifest["shards"]])]).astype(np.int64)
 
+    @property
+    def in_place(self) -> bool:
+        """True for a store that references a precomputed folder's own files (see precomputed.ingest_in_place)."""
+        return "in_place" in self.manifest
+
+    def path(self, rel: str) -> str:
+        """The URI of a path recorded in the manifest (relative to the store, or absolute)."""
+        return _join(self.uri, rel)
+
+    def verify(self, workers: int = 8) -> None:
+        """Check every file an in-place store references against its recorded size and checksum (a no-op for a
+        store that holds its own files); a changed or missing file is a ChangedFileError naming it."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        files = [f for s in self.manifest["shards"] for f in s.get("files", [])]
+        if not files:
+            return
+        folder = self.manifest.get("in_place", {}).get("folder", "the folder")
+        fix = (f"Write the store again over the folder as it is now (react-index embed {folder} --out {self.uri} "
+               "--in-place), then rebuild or re-adopt its indexes")
+        owner = f"the in-place store {self.uri}"
+        with ThreadPoolExecutor(min(workers, len(files))) as pool:  # network file systems: overlap the round trips
+            list(pool.map(lambda f: check_fingerprint(self.path(f["file"]), f["bytes"], f["ends_sha256"], owner,
+                                                      fix), files))
+
     def shard_vectors(self, modality: str, i: int) -> np.ndarray:
         key = (modality, i)
         if key not in self._cache:
@@ -250,7 +325,7 @@ class Store:
             if rel is None:
                 raise UserError(f"{self.uri}: the store holds no {modality} embeddings (it has "
                                 f"{', '.join(self.manifest['modalities']) or 'none'})")
-            uri = _join(self.uri, rel)
+            uri = self.path(rel)
             fs, path = fsspec.core.url_to_fs(uri)
             if isinstance(fs, LocalFileSystem):
                 self._cache[key] = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -298,10 +373,29 @@ class Store:
             out[sel] = self.shard_vectors(modality, int(i))[ids[sel] - offsets[i]]
         return out
 
-    def metadata(self, i: int, columns=None) -> pa.Table:
-        with fsspec.open(_join(self.uri, self.manifest["shards"][i]["metadata"]), "rb") as f:
-            return pq.read_table(f, columns=columns)
+    def metadata(self, i: int, columns=None, rows=None) -> pa.Table:
+        """Shard i's metadata in METADATA_SCHEMA's columns (`columns`: only these), all rows or only `rows`
+        (positions within the shard, in the order given). An in-place store's clip-retrieval metadata is mapped
+        on read, as ingest maps it."""
+        uri = self.path(self.manifest["shards"][i]["metadata"])
+        if self.in_place:
+            from .precomputed import read_mapped_metadata
+
+            if "locator" not in self._cache:
+                from .precomputed import ImageLocator
+
+                self._cache["locator"] = ImageLocator(self.manifest["in_place"].get("images_root"))
+            return read_mapped_metadata(uri, self.manifest["shards"][i]["name"], self._cache["locator"], columns,
+                                        rows)
+        with fsspec.open(uri, "rb") as f:
+            table = pq.read_table(f, columns=columns)
+        return table if rows is None else table.take(pa.array(np.asarray(rows, dtype=np.int64)))
 
 
-def open_store(uri: str) -> Store:
-    return Store(uri.rstrip("/"), read_manifest(_join(uri, "manifest.json"), STORE))
+def open_store(uri: str, verify: bool = True) -> Store:
+    """Open the store at `uri`. An in-place store's files are checked against their recorded sizes and checksums
+    first (`verify`): a changed file is refused by name, never read as if it held the rows the ids name."""
+    store = Store(uri.rstrip("/"), read_manifest(_join(uri, "manifest.json"), STORE))
+    if verify:
+        store.verify()
+    return store
