@@ -155,7 +155,7 @@ def test_a_rerun_after_a_crash_fills_only_the_missing_shards(store_20k, tmp_path
 
 
 def test_a_rerun_with_other_options_starts_afresh(store_20k, tmp_path, alone, capsys):
-    store, image, _ = store_20k
+    store, _, _ = store_20k
     out = tmp_path / "changed"
     _as_rank(alone, 0, 2)
     with pytest.raises(UserError, match="shards 1 are missing"):
@@ -166,7 +166,8 @@ def test_a_rerun_with_other_options_starts_afresh(store_20k, tmp_path, alone, ca
     manifest = build_index(str(store), str(out), index_key="IVF32,Flat", shards=2, queries=50, modalities=["image"])
     assert "training IVF32,Flat" in capsys.readouterr().out  # the IVF64 shard of the other plan is not merged
     assert manifest["indexes"]["image"]["ntotal"] == 20_000 and _leftovers(out) == []
-    assert faiss.extract_index_ivf(faiss.read_index(str(out / "image.index"), faiss.IO_FLAG_ONDISK_SAME_DIR)).nlist == 32
+    merged = faiss.read_index(str(out / "image.index"), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    assert faiss.extract_index_ivf(merged).nlist == 32
 
 
 def test_waiting_ranks_give_up_with_a_clear_error(store_20k, tmp_path, alone):

@@ -127,6 +127,39 @@ def build_command(sources, out, store, max_memory, index_key, target_recall, k, 
                 wait_timeout=wait_timeout)
 
 
+def _param_name(option) -> str:
+    return option(lambda: None).__click_params__[0].name
+
+
+ADD_OPTIONS = [
+    click.option("--model", default=None, help="open_clip model name [default: the store's; another is refused]."),
+    click.option("--pretrained", default=None, help="Its pretrained tag or weights file [default: the store's]."),
+    *(option for option in MODEL_OPTIONS if _param_name(option) not in ("model", "pretrained", "in_place")),
+]
+
+
+@main.command("add")
+@click.argument("index_dir")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--target-recall", default=0.95, show_default=True,
+              help="Recall@k the search parameters are tuned to again, on the grown store.")
+@click.option("--max-memory", default="4G", show_default=True,
+              help="On-disk (sharded) indexes: memory for the new rows' lists while they are filled.")
+@with_options(ADD_OPTIONS)
+@friendly_errors
+def add_command(index_dir, sources, target_recall, max_memory, model_config, device, **options):
+    """Add SOURCES (new tar shards, image folders, parquet, or precomputed embeddings) to the store of the index
+    in INDEX_DIR and to its indexes, without retraining: new rows get the ids after the last row.
+
+    Sources already in the store are reported and skipped; an interrupted add is finished by rerunning it.
+    """
+    from .add import add
+
+    _register_model_config(model_config)
+    add(index_dir, sources, device=None if device == "auto" else device, target_recall=target_recall,
+        max_memory=max_memory, **options)
+
+
 @main.command("query")
 @click.option("--index", "index_dir", required=True, help="Index folder written by `react-index build`.")
 @click.option("--classes", required=True,
