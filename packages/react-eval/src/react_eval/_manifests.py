@@ -96,7 +96,12 @@ SPECS = {
         "indexes": {m + "?": {"file": str, "index_key": str, "ntotal": int, "search_params": dict,
                               "measured": {"k": int, "recall": float, "queries": int, "qps": float,
                                            "query_modality?": str, "query_ids?": str, "excludes_self?": bool},
-                              "on_disk?": bool, "build_seconds?": float, "rerank?": int}
+                              "on_disk?": bool, "build_seconds?": float, "rerank?": int,
+                              # `react-index adopt`: an index file made by another tool, referenced in place
+                              "mmap?": bool,
+                              "adopted?": {"bytes": int, "ends_sha256": str, "infos": (str, type(None)),
+                                           "index_param": (str, type(None)), "index_param_recall": float,
+                                           "self_found": float}}
                     for m in ("image", "text")},
     },
     RETRIEVAL: {

@@ -291,6 +291,49 @@ def inspect_command(retrieval, html_out, per_class, min_hits):
     inspect(retrieval, html_out, per_class, min_hits)
 
 
+@main.command("adopt")
+@click.option("--embeddings", required=True,
+              help="The precomputed folder the index was built over (img_emb/, text_emb/, metadata/: clip-retrieval "
+                   "/ LAION layout). It becomes an in-place store: nothing is copied.")
+@click.option("--index", "index_file", required=True,
+              help="The faiss index file (autofaiss, clip-retrieval, LAION's released kNN index), used where it is.")
+@click.option("--infos", default=None, help="autofaiss's index_infos.json: its index_key and index_param.")
+@click.option("--out", required=True, help="Index folder to write (its manifest; the store goes in OUT/store).")
+@click.option("--modality", type=click.Choice(["image", "text"]), default="image", show_default=True,
+              help="Which embeddings the index holds: img_emb (autofaiss's usual input) or text_emb.")
+@click.option("--store", default=None,
+              help="An existing store of the folder in the order those tools read it [default: an in-place store in "
+                   "OUT/store].")
+@click.option("--search-params", type=click.Choice(["tune", "infos"]), default="tune", show_default=True,
+              help="tune: nprobe / efSearch and exact re-ranking tuned to --target-recall, as react-index build "
+                   "does (the infos' index_param is measured too); infos: keep the infos' index_param.")
+@click.option("--target-recall", default=0.95, show_default=True, help="Recall@k the search parameters are tuned to.")
+@click.option("--rerank", default="auto", show_default=True,
+              help="Exact re-ranking with the folder's vectors: 'auto' (tuned for compressed indexes), 'off', or r.")
+@click.option("--k", "k", default=10, show_default=True, help="k of the recall@k measured.")
+@click.option("--queries", default=500, show_default=True, help="Held-out queries for tuning and measuring.")
+@click.option("--mmap/--no-mmap", default=True, show_default=True,
+              help="Memory-map the index file (indexes larger than RAM) instead of reading it into memory.")
+@click.option("--model", default=None, help="The open_clip model that made the embeddings (recorded; e.g. ViT-B-32).")
+@click.option("--pretrained", default=None, help="Its pretrained tag or weights file (recorded; e.g. laion400m_e32).")
+@click.option("--images-root", default=None,
+              help="The folder holding the images the metadata's image_path names (as for embed).")
+@friendly_errors
+def adopt_command(embeddings, index_file, infos, out, modality, store, search_params, target_recall, rerank, k,
+                  queries, mmap, model, pretrained, images_root):
+    """Adopt a faiss index built by autofaiss / clip-retrieval over a precomputed folder: no rebuild, no copy.
+
+    Ids are mapped to the folder's rows in the order those tools read it (paths sorted as text) and checked;
+    recall is re-measured against exact search and recorded, as for react-index build.
+    """
+    from .adopt import adopt
+    from .embed import precomputed_model
+
+    record = precomputed_model(model, pretrained) if store is None else None
+    adopt(embeddings, index_file, out, infos, modality, store, record, images_root, search_params, target_recall,
+          rerank, k, queries, 0, mmap)
+
+
 @main.command("info")
 @click.argument("path")
 @friendly_errors

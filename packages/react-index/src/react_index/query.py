@@ -103,9 +103,16 @@ def open_index(index_dir: str, modalities=None, manifest: dict | None = None):
     for modality, entry in manifest["indexes"].items():
         if modalities is not None and modality not in modalities:
             continue
-        file = f"{path}/{entry['file']}" if local else fsspec.open_local(f"simplecache::{index_dir}/{entry['file']}")
+        if "adopted" in entry:  # an index file adopted in place (adopt.py): checked unchanged, memory-mapped
+            from .adopt import adopted_file
+
+            file, flags = adopted_file(index_dir, entry)
+        else:
+            file = f"{path}/{entry['file']}" if local else \
+                fsspec.open_local(f"simplecache::{index_dir}/{entry['file']}")
+            flags = faiss.IO_FLAG_ONDISK_SAME_DIR if entry.get("on_disk") else 0
         try:
-            index = faiss.read_index(file, faiss.IO_FLAG_ONDISK_SAME_DIR if entry.get("on_disk") else 0)
+            index = faiss.read_index(file, flags)
         except RuntimeError as e:
             reason = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
             raise ManifestError(f"{index_dir}/{entry['file']}: faiss cannot read this index file ({reason}); "
