@@ -269,6 +269,12 @@ def finalize(store: str, names: list[str], model: dict, inputs: list[str], linea
             "modalities": modalities, "shard_order": shard_order, "shards": shards,
             "counts": {"samples": sum(s["samples"] for s in shards), "skipped": dict(sorted(skipped.items()))},
             "inputs": list(inputs)}
+    if any("files" in s for s in shards):  # shards appended to an in-place store (`add`): it stays in place
+        fs, path = fsspec.core.url_to_fs(_join(store, "manifest.json"))
+        if fs.exists(path):
+            before = read_manifest(_join(store, "manifest.json"), STORE)
+            if "in_place" in before:
+                body["in_place"] = before["in_place"]
     return write_manifest(_join(store, "manifest.json"), STORE, body, lineage)
 
 
@@ -294,7 +300,8 @@ class Store:
 
     @property
     def in_place(self) -> bool:
-        """True for a store that references a precomputed folder's own files (see precomputed.ingest_in_place)."""
+        """True for a store that references a precomputed folder's own files (see precomputed.ingest_in_place);
+        its shards with `files` are read in place (shards `add` appended may be copies)."""
         return "in_place" in self.manifest
 
     def path(self, rel: str) -> str:
@@ -377,16 +384,16 @@ class Store:
         """Shard i's metadata in METADATA_SCHEMA's columns (`columns`: only these), all rows or only `rows`
         (positions within the shard, in the order given). An in-place store's clip-retrieval metadata is mapped
         on read, as ingest maps it."""
-        uri = self.path(self.manifest["shards"][i]["metadata"])
-        if self.in_place:
+        shard = self.manifest["shards"][i]
+        uri = self.path(shard["metadata"])
+        if "files" in shard:  # a part read in place: its own clip-retrieval columns
             from .precomputed import read_mapped_metadata
 
             if "locator" not in self._cache:
                 from .precomputed import ImageLocator
 
-                self._cache["locator"] = ImageLocator(self.manifest["in_place"].get("images_root"))
-            return read_mapped_metadata(uri, self.manifest["shards"][i]["name"], self._cache["locator"], columns,
-                                        rows)
+                self._cache["locator"] = ImageLocator(self.manifest.get("in_place", {}).get("images_root"))
+            return read_mapped_metadata(uri, shard["name"], self._cache["locator"], columns, rows)
         with fsspec.open(uri, "rb") as f:
             table = pq.read_table(f, columns=columns)
         return table if rows is None else table.take(pa.array(np.asarray(rows, dtype=np.int64)))
