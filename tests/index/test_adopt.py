@@ -118,6 +118,8 @@ def test_an_autofaiss_index_is_adopted_with_ids_on_the_right_rows(laion, tmp_pat
     store = json.loads((tmp_path / "idx" / "store" / "manifest.json").read_text())
     assert "in_place" in store and not (tmp_path / "idx" / "store" / "img_emb").exists()  # nothing copied
     assert manifest["lineage"][0]["id"] == store["id"]
+    info = CliRunner().invoke(main, ["info", str(tmp_path / "idx")]).output
+    assert f"adopted {index_file} (memory-mapped)" in info and "100% of stored vectors find themselves" in info
 
     # every part, parts 10 and 11 included: the folder's own vector finds its own row's caption and url
     rows = np.arange(3, PARTS * ROWS, 11)

@@ -78,6 +78,8 @@ def test_in_place_store_references_the_folder_and_copies_nothing(tmp_path):
     assert [f["file"] for f in shard["files"]] == [shard["img_emb"], shard["text_emb"], shard["metadata"]]
     assert shard["files"][0]["bytes"] == Path(shard["img_emb"]).stat().st_size
 
+    info = CliRunner().invoke(main, ["info", str(tmp_path / "store")]).output
+    assert f"in place   the parts of {src}, not copied; 960 sampled rows" in info
     store = open_store(str(tmp_path / "store"))
     order = text_order_rows()
     vectors = store.shard_vectors("image", 4)

@@ -34,6 +34,11 @@ def describe(path: str) -> str:
                   f"  skipped    {doc['counts']['skipped'] or 'none'}",
                   f"  inputs     {len(doc['inputs'])}: {', '.join(doc['inputs'][:3])}"
                   + (" …" if len(doc["inputs"]) > 3 else "")]
+        if "in_place" in doc:  # a manifest over a precomputed folder's own parts (precomputed.ingest_in_place)
+            check = doc["in_place"]["check"]
+            lines.append(f"  in place   the parts of {doc['in_place']['folder']}, not copied; "
+                         f"{check['rows_sampled']:,} sampled rows unit-norm within {check['max_norm_error']:.1e}, "
+                         f"{check['nonfinite_rows']} NaN row(s) among them")
     elif doc["kind"] == INDEX:
         lines.append(f"  model      {_model(doc['model'])}, dim {doc['dim']}, metric {doc['metric']}")
         for modality, e in doc["indexes"].items():
@@ -41,6 +46,11 @@ def describe(path: str) -> str:
             lines.append(f"  {modality:<10} {e['index_key']}, {e['ntotal']:,} vectors, "
                          f"params {e['search_params'] or '-'}; recall@{m['k']} {m['recall']:.3f} "
                          f"at {m['qps']:,.0f} QPS ({m['queries']} queries)")
+            if "adopted" in e:  # `react-index adopt`: another tool's index file, used where it is
+                a = e["adopted"]
+                lines.append(f"  {'':<10} adopted {e['file']} ({'memory-mapped' if e.get('mmap') else 'in memory'}); "
+                             f"its index_param {a['index_param'] or '-'}: recall@{m['k']} "
+                             f"{a['index_param_recall']:.3f}; {a['self_found']:.0%} of stored vectors find themselves")
     else:
         counts = doc["counts_per_class"]
         lines += [f"  model      {_model(doc['model'])}; mode {doc['mode']}, k {doc['k']}",
