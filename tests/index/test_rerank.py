@@ -232,6 +232,34 @@ def test_vectorised_template_lists_match_the_per_row_loop():
     assert _labels_by_row(candidates, queries_by_mode, rows_g[:0], n_samples).to_pylist() == []
 
 
+def test_template_lists_from_the_sorted_candidates_of_one_mode_match_the_per_row_loop():
+    """REACT's case (one mode, each class asks each template once): the lists are read off combine's sort."""
+    rng = np.random.default_rng(1)
+    n_samples, n_classes, templates, k = 40, 5, ["a {}", "b {}", "c {}"], 12
+    qcls = np.repeat(np.arange(n_classes), len(templates))
+    ids = np.stack([rng.choice(n_samples, k, replace=False) for _ in qcls])  # faiss: a sample once per query
+    scores = rng.choice([0.1, 0.2, 0.3], ids.shape).astype(np.float32)
+    qidx = np.repeat(np.arange(len(qcls)), k)
+    candidates = [(qcls[qidx], ids.ravel(), scores.ravel(), qidx)]
+    queries_by_mode = [Queries(qcls, templates * n_classes, np.zeros((len(qcls), 2), np.float32))]
+    sorted_modes = []
+    cls, sample, _ = query_module.combine(candidates, n_samples, sorted_modes)
+    rows_g = rng.permutation(cls.astype(np.int64) * n_samples + sample)[:70]
+    got = _labels_by_row(candidates, queries_by_mode, rows_g, n_samples, sorted_modes)
+    assert got.to_pylist() == _labels_reference(candidates, queries_by_mode, rows_g, n_samples).to_pylist()
+    assert got.to_pylist() == _labels_by_row(candidates, queries_by_mode, rows_g, n_samples).to_pylist()
+
+
+def test_packed_sort_orders_as_lexsort():
+    rng = np.random.default_rng(2)
+    group = rng.integers(0, 50, 5000)
+    score = rng.choice([-0.5, -0.0, 0.0, 0.25, 0.5, 1.0], 5000).astype(np.float32)
+    expected = np.lexsort((-score, group))
+    assert np.array_equal(query_module._group_order(group, score), expected)  # one packed int64 key
+    assert np.array_equal(query_module._group_order(group + 2**40, score), expected)  # two stable sorts
+    assert np.array_equal(query_module._group_order(group, score.astype(np.float64)), expected)
+
+
 def test_cli_rerank_option_is_checked_before_any_work(pq_builds, tmp_path):
     root, _ = pq_builds
     runner = CliRunner()

@@ -213,15 +213,31 @@ def search(index, queries: Queries, k: int, batch: int = 1024, store: Store | No
     return tuple(np.concatenate(a) if a else np.zeros(0) for a in (cls, ids, scores, qidx))
 
 
-def _best_per_group(group: np.ndarray, score: np.ndarray):
-    """Unique groups, the position of each group's best-scoring candidate."""
-    order = np.lexsort((-score, group))
+def _group_order(group: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """The order of np.lexsort((-score, group)) — by group, then score descending, ties in input order — from
+    one stable sort of a packed int64 key when the groups fit 31 bits and the scores are float32 (≈10× faster
+    than lexsort for REACT's 10M candidates), else from two stable sorts."""
+    group = np.asarray(group, np.int64)
+    score = np.asarray(score)
+    if not len(group):
+        return np.zeros(0, np.int64)
+    if score.dtype == np.float32 and group.min() >= 0 and group.max() < 2**31:
+        bits = ((-score) + np.float32(0)).view(np.uint32)  # + 0: −0.0 becomes 0.0, as lexsort sees them
+        bits = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))  # float order as unsigned integer order
+        return np.argsort((group << 32) | bits.astype(np.int64), kind="stable")
+    by_score = np.argsort(-score, kind="stable")
+    return by_score[np.argsort(group[by_score], kind="stable")]
+
+
+def _best_per_group(group: np.ndarray, score: np.ndarray, order: np.ndarray | None = None):
+    """Unique groups, the position of each group's best-scoring candidate (`order`: _group_order's, if known)."""
+    order = _group_order(group, score) if order is None else order
     first = np.concatenate([[True], group[order][1:] != group[order][:-1]]) if len(order) else np.zeros(0, bool)
     return group[order][first], order[first]
 
 
 def _rank_in_class(cls: np.ndarray, score: np.ndarray) -> np.ndarray:
-    order = np.lexsort((-score, cls))
+    order = _group_order(cls, score)
     starts = np.concatenate([[0], np.flatnonzero(np.diff(cls[order])) + 1])
     sizes = np.diff(np.concatenate([starts, [len(order)]]))
     rank = np.empty(len(order), np.int64)
@@ -229,11 +245,16 @@ def _rank_in_class(cls: np.ndarray, score: np.ndarray) -> np.ndarray:
     return rank
 
 
-def combine(candidates: list[tuple], n_samples: int):
-    """Dedup within classes and fuse modes: (class, sample, score, label index) per unique (class, sample)."""
+def combine(candidates: list[tuple], n_samples: int, sorted_modes: list | None = None):
+    """Dedup within classes and fuse modes: (class, sample, score) per unique (class, sample). `sorted_modes`, a
+    list, receives each mode's (class·n_samples + sample, _group_order) for _labels_by_row to reuse."""
     per_mode = []
     for cls, ids, scores, _ in candidates:
-        groups, best = _best_per_group(cls.astype(np.int64) * n_samples + ids, scores)
+        g = cls.astype(np.int64) * n_samples + ids
+        order = _group_order(g, scores)
+        if sorted_modes is not None:
+            sorted_modes.append((g, order))
+        groups, best = _best_per_group(g, scores, order)
         per_mode.append((groups, scores[best]))
     if len(per_mode) == 1:
         groups, score = per_mode[0]
@@ -279,12 +300,12 @@ def select(cls, ids, score, selection: Selection, n_classes: int, store: Store, 
         keep[:] = False
         keep[idx[best]] = True
     idx = np.flatnonzero(keep)
-    idx = idx[np.lexsort((-score[idx], cls[idx]))]
+    idx = idx[_group_order(cls[idx], score[idx])]
     if selection.budget is not None:
         quota = np.full(n_classes, selection.budget // n_classes)
         quota[: selection.budget % n_classes] += 1
         idx = idx[_rank_in_class(cls[idx], score[idx]) < quota[cls[idx]]]
-        idx = idx[np.lexsort((-score[idx], cls[idx]))]
+        idx = idx[_group_order(cls[idx], score[idx])]
     return idx
 
 
@@ -298,15 +319,37 @@ def join_metadata(store: Store, sample_ids: np.ndarray) -> pa.Table:
     return pa.concat_tables(parts) if parts else pa.table({c: [] for c in JOIN_COLUMNS})
 
 
-def _labels_by_row(candidates, queries_by_mode, rows_g: np.ndarray, n_samples: int) -> pa.ListArray:
+def _labels_by_row(candidates, queries_by_mode, rows_g: np.ndarray, n_samples: int,
+                   sorted_modes: list | None = None) -> pa.ListArray:
     """The distinct templates (or example names) that found each selected (class, sample) `rows_g` (unique
     class·n_samples + sample), best first: each label ranked by the best score it found the row with (ties:
-    the earlier candidate). Vectorised: one sort of the candidates, a list array built from offsets."""
+    the earlier candidate). Vectorised: a list array built from offsets into sorted candidates.
+
+    `sorted_modes` (from `combine`): with one mode whose queries ask each (class, label) once, every
+    (row, label) pair is found at most once, so the candidates already sorted by (row, score) are the lists."""
     vocab: dict[str, int] = {}
+    codes_by_mode = [np.fromiter((vocab.setdefault(label, len(vocab)) for label in q.labels), np.int64,
+                                 len(q.labels)) for q in queries_by_mode]
+    names = pa.array(list(vocab), pa.string())
+    n_labels = max(1, len(vocab))
+    if sorted_modes and len(candidates) == 1:
+        (_, _, _, qidx), queries, codes = candidates[0], queries_by_mode[0], codes_by_mode[0]
+        asked = queries.classes.astype(np.int64) * n_labels + codes
+        g, order = sorted_modes[0]
+        starts = np.flatnonzero(np.concatenate([[True], g[order][1:] != g[order][:-1]])) if len(g) else \
+            np.zeros(0, np.int64)
+        groups = g[order[starts]]
+        at = np.minimum(np.searchsorted(groups, rows_g), max(0, len(groups) - 1))
+        if len(np.unique(asked)) == len(asked) and (not len(rows_g) or (groups[at] == rows_g).all()):
+            lengths = np.diff(np.concatenate([starts, [len(g)]]))[at] if len(rows_g) else np.zeros(0, np.int64)
+            offsets = np.zeros(len(rows_g) + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            idx = np.repeat(starts[at] - offsets[:-1], lengths) + np.arange(offsets[-1]) if len(rows_g) else \
+                np.zeros(0, np.int64)
+            values = names.take(pa.array(codes[qidx.astype(np.int64)[order[idx]]]))
+            return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32), pa.int32()), values)
     g, code, score = [], [], []
-    for (cls, ids, scores, qidx), queries in zip(candidates, queries_by_mode, strict=True):
-        codes = np.fromiter((vocab.setdefault(label, len(vocab)) for label in queries.labels), np.int64,
-                            len(queries.labels))
+    for (cls, ids, scores, qidx), codes in zip(candidates, codes_by_mode, strict=True):
         g.append(cls.astype(np.int64) * n_samples + ids.astype(np.int64))
         code.append(codes[qidx.astype(np.int64)])
         score.append(scores)
@@ -316,18 +359,16 @@ def _labels_by_row(candidates, queries_by_mode, rows_g: np.ndarray, n_samples: i
     wanted = rows_g[by_g[at]] == g if len(rows_g) else np.zeros(len(g), bool)
     where = np.flatnonzero(wanted)  # candidate positions, ascending: ties keep the earlier candidate
     row, code, score = by_g[at[where]], code[where], score[where]
-    n_labels = max(1, len(vocab))
     key = row * n_labels + code  # one (row, label) pair
-    order = np.lexsort((-score, key))  # stable: by pair, best score first, then the earlier candidate
+    order = _group_order(key, score)  # by pair, best score first, then the earlier candidate
     first = np.ones(len(order), bool)
     first[1:] = key[order][1:] != key[order][:-1]
-    best = order[first]  # each pair's best candidate (position in `where`)
-    best = best[np.lexsort((best, -score[best], row[best]))]  # per row: best score first, ties by position
+    best = np.sort(order[first])  # each pair's best candidate (position in `where`), in candidate order
+    best = best[_group_order(row[best], score[best])]  # per row: best score first, ties by position
     counts = np.bincount(row[best], minlength=len(rows_g))
     offsets = np.zeros(len(rows_g) + 1, np.int32)
     np.cumsum(counts, out=offsets[1:])
-    values = pa.array(list(vocab), pa.string()).take(pa.array(code[best]))
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), names.take(pa.array(code[best])))
 
 
 def rerank_override(rerank: int | str | None, recorded: int = 1) -> int:
@@ -401,7 +442,8 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
         candidates.append(search(indexes[modality], q, selection.k, store=store, modality=modality,
                                  factor=factors[modality]))
         queries_by_mode.append(q)
-    cls, ids, score = combine(candidates, store.n)
+    sorted_modes = []
+    cls, ids, score = combine(candidates, store.n, sorted_modes)
     keep = select(cls, ids, score, selection, len(classes), store, MODE_INDEX[modes[0]])
     cls, ids, score = cls[keep], ids[keep], score[keep]
 
@@ -415,7 +457,8 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
     table = pa.table({
         "class_name": pa.array([classes[c].name for c in cls], pa.string()),
         "class_index": pa.array(cls, pa.int32()),
-        "templates": _labels_by_row(candidates, queries_by_mode, cls.astype(np.int64) * store.n + ids, store.n),
+        "templates": _labels_by_row(candidates, queries_by_mode, cls.astype(np.int64) * store.n + ids, store.n,
+                                    sorted_modes),
         "rank": pa.array(_rank_in_class(cls, score) if len(cls) else [], pa.int32()),
         "score": pa.array(score, pa.float32()),
         "sample_id": pa.array(ids, pa.int64()),

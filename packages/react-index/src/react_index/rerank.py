@@ -78,15 +78,30 @@ def rerank(store: Store, modality: str, queries: np.ndarray, candidates: np.ndar
 
 
 def gather_sorted(store: Store, modality: str, ids: np.ndarray) -> np.ndarray:
-    """float32 rows of sorted `ids`, read shard by shard through the memory map in ascending order."""
+    """float32 rows of sorted `ids`, read shard by shard through the memory map in ascending order (float16 rows
+    widened by faiss's fp16 decoder: twice as fast as numpy's cast)."""
     offsets = store.offsets()
     out = np.empty((len(ids), store.dim), dtype=np.float32)
     bounds = np.searchsorted(ids, offsets)
     for s in range(len(offsets) - 1):
         a, b = int(bounds[s]), int(bounds[s + 1])
         if a < b:
-            out[a:b] = store.shard_vectors(modality, s)[ids[a:b] - offsets[s]]
+            rows = store.shard_vectors(modality, s)[ids[a:b] - offsets[s]]
+            if rows.dtype == np.float16:
+                codes = np.ascontiguousarray(rows).view(np.uint8)
+                _fp16_decoder(store.dim).decode_c(faiss.swig_ptr(codes), faiss.swig_ptr(out[a:b]), b - a)
+            else:
+                out[a:b] = rows
     return out
+
+
+def _fp16_decoder(d: int):
+    if d not in _FP16:
+        _FP16[d] = faiss.ScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16)
+    return _FP16[d]
+
+
+_FP16: dict = {}
 
 
 def search_reranked(index, store: Store, modality: str, queries: np.ndarray, k: int, factor: int,
