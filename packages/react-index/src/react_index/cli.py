@@ -186,7 +186,9 @@ def add_command(index_dir, sources, target_recall, max_memory, model_config, dev
 @click.option("--model-config", type=click.Path(exists=True), default=None)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", required=True, help="Retrieval set .parquet (its manifest is written beside it as .json).")
-@click.option("--export-urls", default=None, help="Also write url + caption columns here (.parquet, for img2dataset).")
+@click.option("--export-urls", default=None,
+              help="Also write img2dataset's input here (.parquet: url, caption, sample_id, class_name; one row per "
+                   "distinct URL); `react-index attach` maps its download back to the set.")
 @friendly_errors
 def query_command(index_dir, classes, templates, mode, k, per, cross_class, near_duplicates, min_score, budget,
                   query_embeddings, examples, model, pretrained, model_config, device, out, export_urls):
