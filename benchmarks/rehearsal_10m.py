@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench-out" / "rehearsal10m"))
     parser.add_argument("--max-memory", default="4G")
     parser.add_argument("--keep-data", action="store_true")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="write the folder (the next run reuses it) and stop")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,12 +144,21 @@ def main(argv=None) -> int:
     held = np.sort(rng.choice(args.n, N_RECALL + CLASSES, replace=False))
     recall_rows = np.sort(rng.permutation(held)[:N_RECALL])
     anchor_rows = np.setdiff1d(held, recall_rows)
-    t0, c0 = time.perf_counter(), time.process_time()
-    print(f"generating {args.n:,} vectors in {PARTS} LAION-style parts", flush=True)
-    held_text = generate(data, args.n, held)
-    result["generate"] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
-                          "data_mb": folder_mb(data)}
+    spec, ready = {"n": args.n, "parts": PARTS, "seed": 0}, out / "data.ready.json"
+    if ready.exists() and json.loads(ready.read_text()).get("spec") == spec:  # made by an earlier --generate-only
+        result["generate"] = json.loads(ready.read_text())["generate"]
+        held_text = np.load(out / "held_text.npy")
+    else:
+        t0, c0 = time.perf_counter(), time.process_time()
+        print(f"generating {args.n:,} vectors in {PARTS} LAION-style parts", flush=True)
+        held_text = generate(data, args.n, held)
+        result["generate"] = {"wall_s": round(time.perf_counter() - t0, 1),
+                              "cpu_s": round(time.process_time() - c0, 1), "data_mb": folder_mb(data)}
+        np.save(out / "held_text.npy", held_text)
+        ready.write_text(json.dumps({"spec": spec, "generate": result["generate"]}))
     save()
+    if args.generate_only:
+        return 0
     recall_q = held_text[np.searchsorted(held, recall_rows)]
     anchors = held_text[np.searchsorted(held, anchor_rows)]
 
@@ -203,6 +214,7 @@ def main(argv=None) -> int:
     if not args.keep_data:
         for folder in (data, store, index):
             shutil.rmtree(folder, ignore_errors=True)
+        ready.unlink(missing_ok=True)
     print(json.dumps(result, indent=2))
     print(f"results -> {out / 'result.json'}")
     return 0
