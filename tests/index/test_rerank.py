@@ -116,6 +116,9 @@ def test_build_tunes_the_rerank_factor_to_reach_a_target_pq_alone_misses(pq_buil
     assert off["rerank"] == 1 and off["measured"]["recall"] < 0.5, off
     on_disk = json.loads((root / "auto" / "manifest.json").read_text())["indexes"]["image"]
     assert on_disk["rerank"] == auto["rerank"] and on_disk["search_params"] == auto["search_params"]
+    info = CliRunner().invoke(main, ["info", str(root / "auto")])
+    assert f"{auto['rerank']}·k candidates re-ranked exactly" in info.output, info.output
+    assert "re-ranked" not in CliRunner().invoke(main, ["info", str(root / "off")]).output
 
 
 def test_recorded_recall_with_rerank_reproduces_in_plain_faiss_and_numpy(pq_case, pq_builds):

@@ -44,7 +44,9 @@ def describe(path: str) -> str:
         for modality, e in doc["indexes"].items():
             m = e["measured"]
             lines.append(f"  {modality:<10} {e['index_key']}, {e['ntotal']:,} vectors, "
-                         f"params {e['search_params'] or '-'}; recall@{m['k']} {m['recall']:.3f} "
+                         f"params {e['search_params'] or '-'}"
+                         + (f", {e['rerank']}·k candidates re-ranked exactly" if e.get("rerank", 1) > 1 else "")
+                         + f"; recall@{m['k']} {m['recall']:.3f} "
                          f"at {m['qps']:,.0f} QPS ({m['queries']} queries)")
             if "adopted" in e:  # `react-index adopt`: another tool's index file, used where it is
                 a = e["adopted"]
