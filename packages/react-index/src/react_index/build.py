@@ -40,7 +40,7 @@ from .store import Store, open_store
 log = logging.getLogger("react_index")
 
 HNSW_EF_MAX = 4096
-RERANK_FACTORS = (1, 2, 4, 8, 16, 32)  # candidates per result tried for a compressed index
+RERANK_FACTORS = (1, 2, 4, 8, 16, 32, 64, 128)  # candidates per result tried for a compressed index
 
 
 def faiss_gpus() -> int:
