@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from stores import make_store
 
+from react_index import build as build_module
 from react_index import query as query_module
 from react_index import rerank as rerank_module
 from react_index._manifests import UserError
@@ -107,6 +108,13 @@ def test_tune_search_picks_nprobe_and_r_together_for_any_index(pq_case):
     assert tune_search(flat, store, "image", queries, truth_scores, 0.9)[:3] == ({}, 1, 1.0)  # exact: never re-ranked
     with pytest.raises(UserError, match="--rerank must be 'auto', 'off' or a whole number"):
         tune_search(index, store, "image", queries, truth_scores, 0.9, rerank="sometimes")
+    own = np.arange(0, 20_000, 100)  # stored vectors as queries, their own row left out (the text index's case)
+    own_queries = store.rows("image", own)
+    own_truth, _ = exact_neighbours(store, "image", own_queries, 10, exclude=own)
+    params, factor, recall, _ = tune_search(index, store, "image", own_queries, own_truth, 0.9, exclude=own)
+    assert factor > 1 and recall >= 0.9
+    found = build_module.search(index, own_queries, 10, own, store, "image", factor)
+    assert not (found == own[:, None]).any() and (found >= 0).all()
 
 
 def test_build_tunes_the_rerank_factor_to_reach_a_target_pq_alone_misses(pq_builds):
