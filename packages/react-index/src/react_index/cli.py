@@ -109,22 +109,26 @@ def embed_command(sources, out, **options):
               help="Parallel --shards builds: seconds a process waits without progress (for rank 0's trained "
                    "index, or for the other ranks' shards) before it gives up with an error.")
 @click.option("--queries", default=500, show_default=True, help="Held-out queries for tuning and measuring.")
+@click.option("--rerank", default="auto", show_default=True,
+              help="Exact re-ranking of compressed indexes: 'auto' tunes r (r·k candidates re-scored with the "
+                   "store's vectors) with nprobe for the best QPS at the target; 'off'; or a fixed r.")
 @click.option("--modality", "modalities", multiple=True, type=click.Choice(["image", "text"]),
               help="Index only these modalities [default: every one in the store].")
 @with_options(MODEL_OPTIONS)
 @friendly_errors
-def build_command(sources, out, store, max_memory, index_key, target_recall, k, shards, queries, modalities,
+def build_command(sources, out, store, max_memory, index_key, target_recall, k, shards, queries, rerank, modalities,
                   wait_timeout, **options):
     """Build tuned faiss indexes from an embedding STORE, or from SOURCES (embedded first)."""
-    from .build import build_index, check_build_options, is_store
+    from .build import build_index, check_build_options, check_rerank, is_store
 
     check_build_options(max_memory, target_recall, k, shards, queries)
+    check_rerank(rerank)
     store_uri = sources[0] if len(sources) == 1 and is_store(sources[0]) else None
     if store_uri is None:
         store_uri = store or out.rstrip("/") + "/store"
         _embed(sources, store_uri, **options)
     build_index(store_uri, out, max_memory, index_key, target_recall, k, shards, queries, 0, modalities or None,
-                wait_timeout=wait_timeout)
+                rerank=rerank, wait_timeout=wait_timeout)
 
 
 def _param_name(option) -> str:
@@ -178,6 +182,9 @@ def add_command(index_dir, sources, target_recall, max_memory, model_config, dev
               help="Drop samples whose cosine similarity to a better one of the same class exceeds this (e.g. 0.95).")
 @click.option("--min-score", type=float, default=None, help="Drop rows scoring below this.")
 @click.option("--budget", type=int, default=None, help="Total rows; each class keeps its top BUDGET / classes.")
+@click.option("--rerank", default="auto", show_default=True,
+              help="Exact re-ranking: 'auto' as the index was tuned (its manifest's r), 'off', or r (r·k "
+                   "candidates per query re-scored with the store's vectors).")
 @click.option("--query-embeddings", default=None,
               help="Ready query vectors (.npy, (classes, d) or (classes, templates, d)): no torch needed.")
 @click.option("--examples", default=None, help="i2i / fusion: example images in EXAMPLES/<class name>/*.jpg.")
@@ -191,7 +198,7 @@ def add_command(index_dir, sources, target_recall, max_memory, model_config, dev
                    "distinct URL); `react-index attach` maps its download back to the set.")
 @friendly_errors
 def query_command(index_dir, classes, templates, mode, k, per, cross_class, near_duplicates, min_score, budget,
-                  query_embeddings, examples, model, pretrained, model_config, device, out, export_urls):
+                  rerank, query_embeddings, examples, model, pretrained, model_config, device, out, export_urls):
     """Retrieve the most relevant samples for every class of a target domain."""
     from .domain import load_classes, load_templates
     from .query import Selection, retrieve
@@ -200,7 +207,7 @@ def query_command(index_dir, classes, templates, mode, k, per, cross_class, near
     selection = Selection(k, per, cross_class, near_duplicates, min_score, budget)
     chosen = load_templates(templates) if templates or not query_embeddings else []
     retrieve(index_dir, load_classes(classes), out, chosen, mode, selection, query_embeddings, examples, model,
-             pretrained, None if device == "auto" else device, export_urls)
+             pretrained, None if device == "auto" else device, export_urls, rerank=rerank)
 
 
 @main.command("materialize")
