@@ -182,11 +182,10 @@ def test_cli_add(halves, tmp_path):
 
 
 def test_an_in_place_store_is_refused_with_the_alternative(halves, tmp_path):
-    precomputed = pytest.importorskip("react_index.precomputed")
-    if not hasattr(precomputed, "ingest_in_place"):
-        pytest.skip("in-place stores are not in this checkout")
+    from react_index.precomputed import ingest_in_place
+
     first, second, _, _, _ = halves
-    precomputed.ingest_in_place(first, str(tmp_path / "store"), MODEL)
+    ingest_in_place(first, str(tmp_path / "store"), MODEL)
     build_index(str(tmp_path / "store"), str(tmp_path / "index"), index_key=KEY, queries=50, modalities=["image"])
     with pytest.raises(UserError, match="an in-place store over .* cannot be appended to it. Ingest the folder into"):
         add(str(tmp_path / "index"), [second])
