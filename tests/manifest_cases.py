@@ -20,6 +20,28 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "manifests.md"
 ENVELOPE_FIELDS = ("kind", "version", "id", "created", "producer", "lineage")
 
 
+def doc_block(marker: str) -> dict:
+    """The full manifest shown in the ```jsonc block of docs/manifests.md that holds `marker`."""
+    blocks = [b for b in re.findall(r"```jsonc\n(.*?)```", DOCS.read_text(), re.S) if marker in b]
+    assert len(blocks) == 1, f"docs/manifests.md: one jsonc example holding {marker}"
+    return json.loads(blocks[0])
+
+
+def key_paths(value, prefix="") -> set[str]:
+    """Every key path of a manifest (`a.b`, list items as `a[]`), not descending into free-form counts/params."""
+    out = set()
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            out.add(path)
+            if not path.endswith(("skipped", "search_params")):
+                out |= key_paths(sub, path)
+    elif isinstance(value, list):
+        for item in value:
+            out |= key_paths(item, prefix + "[]")
+    return out
+
+
 def doc_examples() -> dict[str, dict]:
     blocks = re.findall(r"```json\n(.*?)```", DOCS.read_text(), re.S)
     return {d["kind"]: d for d in map(json.loads, blocks)}

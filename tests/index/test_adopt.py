@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import faiss
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 from bench_p1_build import AUTOFAISS
 from click.testing import CliRunner
 from clustered import clustered, write_clip_retrieval_layout
-from manifest_cases import spec_id
+from manifest_cases import doc_block, key_paths, spec_id
 
 from react_index import _manifests
 from react_index.adopt import adopt
@@ -27,7 +26,6 @@ from react_index.query import Selection, retrieve
 from react_index.store import ChangedFileError
 
 PARTS, ROWS, DIM = 12, 60, 32
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "manifests.md"
 MODEL = {"name": "ViT-B-32", "pretrained": "laion400m_e32", "pretrained_sha256": None}
 
 
@@ -216,31 +214,10 @@ def test_a_changed_index_file_is_refused_by_query(laion, tmp_path):
                  query_embeddings=str(tmp_path / "q.npy"))
 
 
-def _doc_block(marker: str) -> dict:
-    """The full manifest shown in the ```jsonc block of docs/manifests.md that holds `marker`."""
-    blocks = [b for b in re.findall(r"```jsonc\n(.*?)```", DOCS.read_text(), re.S) if marker in b]
-    assert len(blocks) == 1, f"docs/manifests.md: one jsonc example holding {marker}"
-    return json.loads(blocks[0])
-
-
-def _keys(value, prefix=""):
-    out = set()
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            path = f"{prefix}.{key}" if prefix else key
-            out.add(path)
-            if not path.endswith(("skipped", "search_params")):
-                out |= _keys(sub, path)
-    elif isinstance(value, list):
-        for item in value:
-            out |= _keys(item, prefix + "[]")
-    return out
-
-
 def test_docs_show_every_key_an_adopted_index_writes(laion, tmp_path):
     index_file, infos = laion["image_index"]
     written = adopt(laion["src"], index_file, str(tmp_path / "idx"), infos, model=MODEL, queries=20)
-    example = _doc_block('"adopted"')
+    example = doc_block('"adopted"')
     _manifests.validate(example, _manifests.INDEX, "react-index", "docs/manifests.md adopted index example")
     assert example["id"] == spec_id(example)
-    assert _keys(written) - _keys(example) == set()
+    assert key_paths(written) - key_paths(example) == set()

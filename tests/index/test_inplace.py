@@ -25,7 +25,6 @@ from react_index.query import Selection, retrieve
 from react_index.sources import SourceError
 from react_index.store import ChangedFileError, open_store
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "manifests.md"
 MODEL_ARGS = ["--model", "ViT-B-32", "--pretrained", "laion400m_e32"]
 PARTS, ROWS, DIM = 12, 40, 16  # 12 parts: text order (0, 1, 10, 11, 2, …) is not numeric order
 
@@ -239,33 +238,12 @@ def test_a_store_inside_the_folder_is_relative_and_moves_with_it(tmp_path):
         ingest_in_place(str(moved), str(tmp_path / "copy"), MODEL)
 
 
-def _doc_block(marker: str) -> dict:
-    """The full manifest shown in a ```jsonc block of docs/manifests.md that holds `marker`."""
-    blocks = [b for b in re.findall(r"```jsonc\n(.*?)```", DOCS.read_text(), re.S) if marker in b]
-    assert len(blocks) == 1, f"docs/manifests.md: one jsonc example holding {marker}"
-    return json.loads(blocks[0])
-
-
-def _keys(value, prefix=""):
-    out = set()
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            path = f"{prefix}.{key}" if prefix else key
-            out.add(path)
-            if not path.endswith(("skipped", "search_params")):
-                out |= _keys(sub, path)
-    elif isinstance(value, list):
-        for item in value:
-            out |= _keys(item, prefix + "[]")
-    return out
-
-
 def test_docs_show_every_key_an_in_place_store_writes(tmp_path):
-    from manifest_cases import spec_id
+    from manifest_cases import doc_block, key_paths, spec_id
 
     src, _, _ = laion_folder(tmp_path)
     written = ingest_in_place(src, str(tmp_path / "store"), MODEL, str(tmp_path / "images"))
-    example = _doc_block('"in_place"')
+    example = doc_block('"in_place"')
     _manifests.validate(example, _manifests.STORE, "react-index", "docs/manifests.md in-place store example")
     assert example["id"] == spec_id(example)
-    assert _keys(written) - _keys(example) == set()
+    assert key_paths(written) - key_paths(example) == set()
