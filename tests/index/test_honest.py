@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from clustered import clustered, write_clip_retrieval_layout
-from manifest_cases import doc_examples, retrieval_rows, write_retrieval_fixture
+from manifest_cases import doc_examples, key_paths, retrieval_rows, write_retrieval_fixture
 from stores import MODEL, make_store
 
 from react_index import _manifests
@@ -136,24 +136,6 @@ def test_precomputed_rows_are_in_the_order_embedding_reader_reads_them(tmp_path)
 
 # --- item 6: the docs' examples show exactly what the writers write ----------------------------------------------
 
-DATA_KEYED = {"shards[].skipped", "counts.skipped", "indexes.image.search_params", "indexes.text.search_params"}
-
-
-def _paths(value, prefix="") -> set[str]:
-    """Every key path of a manifest (`shards[].name`), not descending into maps whose keys are data."""
-    out = set()
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            path = f"{prefix}.{key}" if prefix else key
-            out.add(path)
-            if path not in DATA_KEYED:
-                out |= _paths(sub, path)
-    elif isinstance(value, list):
-        for item in value:
-            out |= _paths(item, prefix + "[]")
-    return out
-
-
 def _required(spec, prefix="") -> set[str]:
     out = set()
     if isinstance(spec, dict):
@@ -176,10 +158,10 @@ def test_docs_examples_hold_every_key_the_writers_write(small, tmp_path):
     assert set(written[_manifests.INDEX]["indexes"]) == {"image", "text"}
     examples = doc_examples()
     for kind, doc in written.items():
-        shown = _paths(examples[kind])
-        assert _paths(doc) - shown == set(), f"docs/manifests.md's {kind} example lacks keys the writer writes"
+        shown = key_paths(examples[kind])
+        assert key_paths(doc) - shown == set(), f"docs/manifests.md's {kind} example lacks keys the writer writes"
         required = _required(_manifests.ENVELOPE | _manifests.SPECS[kind])
-        assert {p for p in shown if p in required} - _paths(doc) == set()
+        assert {p for p in shown if p in required} - key_paths(doc) == set()
         assert {p for p in required if not p.startswith("lineage[].")} <= shown  # lineage may be empty ([])
 
 
