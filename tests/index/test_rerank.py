@@ -283,3 +283,17 @@ def test_cli_rerank_option_is_checked_before_any_work(pq_builds, tmp_path):
                                "--query-embeddings", str(tmp_path / "q.npy"), "--rerank", "-2",
                                "--out", str(tmp_path / "s.parquet")])
     assert out.exit_code == 1 and "--rerank must be 'auto'" in out.output
+
+
+def test_a_non_finite_vector_is_never_returned_and_is_counted(capsys):
+    """An inf row scores inf against every query: without the filter it would head every class's list."""
+    from react_index.query import Queries, search
+
+    vectors = np.eye(4, dtype=np.float32)
+    vectors[2] = np.inf
+    index = faiss.IndexFlatIP(4)
+    index.add(vectors)
+    queries = Queries(np.array([0, 1]), ["a", "b"], np.array([[1, 0.1, 0.1, 0.1], [0.1, 1, 0.1, 0.1]], np.float32))
+    _, ids, scores, _ = search(index, queries, 3)
+    assert 2 not in ids.tolist() and np.isfinite(scores).all() and len(ids) == 4
+    assert "2 candidates with a non-finite score dropped" in capsys.readouterr().out

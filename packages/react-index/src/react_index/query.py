@@ -202,14 +202,21 @@ def search(index, queries: Queries, k: int, batch: int = 1024, store: Store | No
               f"2·{width} vectors)")
     batch = max(1, min(batch, CANDIDATES_PER_SEARCH // width))
     cls, ids, scores, qidx = [], [], [], []
+    non_finite = 0
     for lo in tqdm(range(0, len(queries.vectors), batch), desc="search", unit="batch", dynamic_ncols=True):
         d, i = search_reranked(index, store, modality, queries.vectors[lo:lo + batch], k, factor)
-        ok = i >= 0
+        # a NaN/inf vector in the corpus (an in-place store keeps rows its norm sample did not see) would score inf
+        # and come first for every query: such a candidate is never a neighbour, so it is dropped and counted
+        finite = np.isfinite(d)
+        non_finite += int(((i >= 0) & ~finite).sum())
+        ok = (i >= 0) & finite
         rows = np.nonzero(ok)[0]
         cls.append(queries.classes[lo + rows])
         ids.append(i[ok])
         scores.append(d[ok])
         qidx.append(lo + rows)
+    if non_finite:
+        print(f"  warning: {non_finite:,} candidates with a non-finite score dropped (NaN/inf vectors in the corpus)")
     return tuple(np.concatenate(a) if a else np.zeros(0) for a in (cls, ids, scores, qidx))
 
 
