@@ -36,7 +36,7 @@ from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
 from . import sharded
-from ._manifests import UserError, write_bytes_atomic
+from ._manifests import UserError, manifest_uri, write_bytes_atomic
 from .build import _save_npy, _write_index, check_build_options, exact_neighbours, tune_search
 from .embed import embed
 from .manifest import INDEX, STORE, ManifestError, lineage_entry, read_manifest, write_manifest
@@ -192,7 +192,7 @@ def add(index_dir: str, sources, model: str | None = None, pretrained: str | Non
     if not isinstance(fs, LocalFileSystem):
         raise UserError(f"{index_dir}: react-index add rewrites the index files in their folder, which must be local "
                         "(or on a shared file system): copy the index folder here, add, and copy it back")
-    manifest = read_manifest(f"{index_dir}/manifest.json", INDEX)
+    manifest = read_manifest(manifest_uri(index_dir), INDEX)
     if not manifest["lineage"] or manifest["lineage"][0]["kind"] != STORE:
         raise ManifestError(f"{index_dir}/manifest.json: field 'lineage' names no embedding store first, so there is "
                             "no store to add rows to; rebuild the index with react-index build")
@@ -267,8 +267,8 @@ def add(index_dir: str, sources, model: str | None = None, pretrained: str | Non
             _add_in_memory(index, path, store, modality, n_old, chunk_rows)
         entries[modality] = _remeasure(index, store, modality, entry, folder, target_recall, seed, rerank)
     body = {key: value for key, value in manifest.items() if key not in ENVELOPE_KEYS} | {"indexes": entries}
-    new = write_manifest(f"{index_dir}/manifest.json", INDEX, body,
-                         [lineage_entry(store.manifest, f"{store_uri}/manifest.json"),
+    new = write_manifest(manifest_uri(index_dir), INDEX, body,
+                         [lineage_entry(store.manifest, manifest_uri(store_uri)),
                           lineage_entry(manifest, kept_index)])
     for modality, entry in entries.items():  # the lists the index no longer names
         if entry.get("on_disk"):

@@ -26,7 +26,7 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from ._manifests import UserError, read_json
+from ._manifests import UserError, manifest_uri, read_json
 from .build import (
     _save_npy,
     apply_params,
@@ -242,8 +242,8 @@ def adopt(embeddings: str, index_file: str, out: str, infos: str | None = None, 
     if file_fingerprint(index_path) != (size, ends_sha):
         raise ChangedFileError(f"{index_path}: changed while it was being adopted; adopt it again")
     body = {"model": the_store.manifest["model"], "dim": the_store.dim, "metric": "ip", "indexes": {modality: entry}}
-    manifest = write_manifest(f"{out}/manifest.json", INDEX, body,
-                              [lineage_entry(the_store.manifest, the_store.uri + "/manifest.json")])
+    manifest = write_manifest(manifest_uri(out), INDEX, body,
+                              [lineage_entry(the_store.manifest, manifest_uri(the_store.uri))])
     reranked = f", {factor}·k candidates re-ranked exactly" if factor > 1 else ""
     print(f"  {modality}: {params or 'exact'}{reranked}: recall@{k} {recall:.3f} at {qps:,.0f} QPS "
           f"(index_param {info_doc.get('index_param') if info_doc else '-'}: recall@{k} {given_recall:.3f}); "

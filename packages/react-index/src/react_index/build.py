@@ -422,7 +422,7 @@ def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_ke
         fs.put(folder.rstrip("/") + "/", out_path, recursive=True)
         shutil.rmtree(folder)
     body = {"model": store.manifest["model"], "dim": store.dim, "metric": "ip", "indexes": entries}
-    manifest = write_manifest(out.rstrip("/") + "/manifest.json", INDEX, body,
-                              [lineage_entry(store.manifest, store.uri + "/manifest.json")])
+    manifest = write_manifest(manifest_uri(out), INDEX, body,
+                              [lineage_entry(store.manifest, manifest_uri(store.uri))])
     print(f"index -> {out}")
     return manifest

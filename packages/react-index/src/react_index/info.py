@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fsspec
 
-from ._manifests import RETRIEVAL, ManifestError, read_json, retrieval_paths
+from ._manifests import RETRIEVAL, ManifestError, manifest_uri, read_json, retrieval_paths
 from .manifest import INDEX, STORE, read_manifest, read_retrieval_manifest
 
 
@@ -21,7 +21,7 @@ def describe(path: str) -> str:
         if not path.endswith(".json") and fs.isfile(local):
             raise ManifestError(f"{path}: not something react-index describes; pass a store or index folder, a "
                                 "manifest (.json) or a retrieval set (.parquet)")
-        uri = path if path.endswith(".json") else path + "/manifest.json"
+        uri = manifest_uri(path)
         kind = read_json(uri).get("kind")
         doc = read_retrieval_manifest(retrieval_paths(uri)[0]) if kind == RETRIEVAL else \
             read_manifest(uri, kind if kind in (STORE, INDEX) else STORE)

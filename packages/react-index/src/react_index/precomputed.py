@@ -39,7 +39,6 @@ from .manifest import STORE, write_manifest
 from .sources import IMAGE_EXTS, SourceError
 from .store import (
     METADATA_SCHEMA,
-    _join,
     _npy_header,
     file_fingerprint,
     finalize,
@@ -287,7 +286,7 @@ def _metadata_rows(meta_uri: str, name: str) -> int:
 def _refuse_existing_copy(out: str) -> None:
     """An in-place manifest must not be written over a store that holds its own files."""
     fs, path = fsspec.core.url_to_fs(out)
-    if fs.exists(path.rstrip("/") + "/manifest.json"):
+    if fs.exists(manifest_uri(path)):
         doc = read_json(manifest_uri(out))
         if doc.get("kind") == STORE and "in_place" not in doc:
             raise SourceError(f"{out}: holds a store with its own copy of the embeddings; write the in-place store "
@@ -368,7 +367,7 @@ def ingest_in_place(src: str, out: str, model: dict, images_root: str | None = N
             "modalities": modalities, "shard_order": "path-text", "shards": shards,
             "counts": {"samples": sum(s["samples"] for s in shards), "skipped": {}}, "inputs": [src],
             "in_place": {"folder": _absolute(src), "images_root": root, "check": check}}
-    manifest = write_manifest(_join(out, "manifest.json"), STORE, body)
+    manifest = write_manifest(manifest_uri(out), STORE, body)
     print(f"in place: {body['counts']['samples']:,} rows in {len(shards)} part(s) of {src}, referenced, not copied "
           f"({sampled:,} sampled rows unit-norm within {check['max_norm_error']:.1e}; "
           f"{time.perf_counter() - t0:.1f}s)")

@@ -25,7 +25,7 @@ import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
-from ._manifests import RETRIEVAL_COLUMNS, UserError, require, write_parquet_atomic
+from ._manifests import RETRIEVAL_COLUMNS, UserError, manifest_uri, require, write_parquet_atomic
 from .domain import DomainError, TargetClass, load_templates, prompts
 from .manifest import INDEX, ManifestError, lineage_entry, read_manifest, write_retrieval_manifest
 from .rerank import CANDIDATES_PER_SEARCH, search_reranked
@@ -89,7 +89,7 @@ def open_index(index_dir: str, modalities=None, manifest: dict | None = None):
     the indexes of `modalities` (default: all). The store must be the one the index was built from (same id):
     row ids mean nothing against another."""
     index_dir = index_dir.rstrip("/")
-    manifest = manifest or read_manifest(f"{index_dir}/manifest.json", INDEX)
+    manifest = manifest or read_manifest(manifest_uri(index_dir), INDEX)
     store_uri = manifest["lineage"][0]["uri"].rsplit("/", 1)[0] if manifest["lineage"] else f"{index_dir}/store"
     store = open_store(store_uri)
     if manifest["lineage"] and store.manifest["id"] != manifest["lineage"][0]["id"]:
@@ -409,7 +409,7 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
     if examples and mode not in ("i2i", "fusion"):
         raise UserError(f"--examples is used by --mode i2i and fusion only, not {mode}; drop it or change --mode")
     modes = ["t2i", "t2t"] + (["i2i"] if examples else []) if mode == "fusion" else [mode]
-    manifest = read_manifest(f"{index_dir.rstrip('/')}/manifest.json", INDEX)
+    manifest = read_manifest(manifest_uri(index_dir), INDEX)
     missing = sorted({MODE_INDEX[m] for m in modes} - set(manifest["indexes"]))
     if missing:
         raise UserError(f"{index_dir}: --mode {mode} needs the {' and '.join(missing)} index, which it lacks "
@@ -478,7 +478,7 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
                                               "rerank": factors},
             "classes": [c.name for c in classes], "templates": templates, "counts_per_class": counts,
             "unique_samples": len(np.unique(ids))}
-    sidecar = write_retrieval_manifest(out, body, [lineage_entry(manifest, index_dir.rstrip("/") + "/manifest.json")])
+    sidecar = write_retrieval_manifest(out, body, [lineage_entry(manifest, manifest_uri(index_dir))])
     if export_urls:  # img2dataset's input: url, caption, sample_id, class_name, one row per distinct URL
         from .attach import IMG2DATASET, export_url_list
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from ._manifests import UserError, local_atomic_path, write_bytes_atomic, write_parquet_atomic
+from ._manifests import UserError, local_atomic_path, manifest_uri, write_bytes_atomic, write_parquet_atomic
 from .manifest import STORE, read_manifest, write_manifest
 
 log = logging.getLogger("react_index")
@@ -270,12 +270,12 @@ def finalize(store: str, names: list[str], model: dict, inputs: list[str], linea
             "counts": {"samples": sum(s["samples"] for s in shards), "skipped": dict(sorted(skipped.items()))},
             "inputs": list(inputs)}
     if any("files" in s for s in shards):  # shards appended to an in-place store (`add`): it stays in place
-        fs, path = fsspec.core.url_to_fs(_join(store, "manifest.json"))
+        fs, path = fsspec.core.url_to_fs(manifest_uri(store))
         if fs.exists(path):
-            before = read_manifest(_join(store, "manifest.json"), STORE)
+            before = read_manifest(manifest_uri(store), STORE)
             if "in_place" in before:
                 body["in_place"] = before["in_place"]
-    return write_manifest(_join(store, "manifest.json"), STORE, body, lineage)
+    return write_manifest(manifest_uri(store), STORE, body, lineage)
 
 
 @dataclass
@@ -402,7 +402,7 @@ class Store:
 def open_store(uri: str, verify: bool = True) -> Store:
     """Open the store at `uri`. An in-place store's files are checked against their recorded sizes and checksums
     first (`verify`): a changed file is refused by name, never read as if it held the rows the ids name."""
-    store = Store(uri.rstrip("/"), read_manifest(_join(uri, "manifest.json"), STORE))
+    store = Store(uri.rstrip("/"), read_manifest(manifest_uri(uri), STORE))
     if verify:
         store.verify()
     return store

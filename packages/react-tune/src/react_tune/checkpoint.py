@@ -144,7 +144,7 @@ def write_checkpoint(out: str, trainable: dict, base: dict, variant: str, blocks
     weights = {"file": WEIGHTS, "sha256": _sha256(uri), "parameters": int(sum(t.numel() for t in trainable.values()))}
     blocks = blocks or {"k": 0, "positions": [], "width": 0, "heads": 0, "mlp_ratio": 0.0, "act": ""}
     body = {"base_model": base, "variant": variant, "blocks": blocks, "weights": weights, "training": training}
-    return write_manifest(join(out, "manifest.json"), CHECKPOINT, body, lineage)
+    return write_manifest(manifest_uri(out), CHECKPOINT, body, lineage)
 
 
 def load_checkpoint(checkpoint_dir: str, device: str = "cpu", pretrained: str | None = None):

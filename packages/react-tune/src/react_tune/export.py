@@ -7,7 +7,7 @@ import tempfile
 
 import open_clip
 
-from ._manifests import write_bytes_atomic
+from ._manifests import manifest_uri, write_bytes_atomic
 from .checkpoint import load_checkpoint, read_safetensors, write_safetensors
 from .manifest import lineage_entry
 from .model import customize
@@ -19,7 +19,7 @@ def export_merged(checkpoint_dir: str, out: str) -> str:
     write_safetensors(f"{out.rstrip('/')}/model.safetensors", model.state_dict())
     config = {"base_model": manifest["base_model"], "variant": manifest["variant"], "blocks": manifest["blocks"],
               "open_clip_config": open_clip.get_model_config(name),
-              "checkpoint": lineage_entry(manifest, checkpoint_dir.rstrip("/") + "/manifest.json")}
+              "checkpoint": lineage_entry(manifest, manifest_uri(checkpoint_dir))}
     write_bytes_atomic(f"{out.rstrip('/')}/config.json", json.dumps(config, indent=2).encode())
     print(f"merged model -> {out}/model.safetensors (+ config.json)")
     return out
