@@ -21,10 +21,12 @@ def test_index_choice_follows_the_guidelines_and_the_budget():
     assert choose_index_key(50_000, 512, 4 * GIB) == "IVF1024,Flat"
     assert choose_index_key(100_000, 512, 4 * GIB) == "IVF1024,SQ8"
     assert choose_index_key(1_000_000, 512, 4 * GIB) == "IVF4096,SQ8"
-    # PQ indexes: as many lists as the guidelines want, but never more than the training sample that fits a
-    # quarter of the budget can train with 39 points each (400M / 4 / 2 KB = 51,200 points -> 1,024 lists)
-    assert choose_index_key(1_000_000, 512, 400 * 2**20) == "OPQ64_256,IVF1024,PQ64x8"
-    assert choose_index_key(10_000_000, 512, 4 * GIB) == "OPQ64_256,IVF8192,PQ64x8"
+    # Compressed indexes: as many lists as the guidelines want, but never more than the training sample that fits
+    # a quarter of the budget can train with 39 points each (400M / 4 / 2 KB = 51,200 points -> 1,024 lists)
+    assert choose_index_key(1_000_000, 512, 400 * 2**20) == "IVF1024,SQ4"  # SQ8 (520 MB) does not fit 320 MB
+    assert choose_index_key(1_000_000, 512, 250 * 2**20) == "OPQ64_256,IVF512,PQ64x8"  # nor SQ4 (264 MB) 200 MB
+    assert choose_index_key(10_000_000, 512, 4 * GIB) == "IVF8192,SQ4"  # 16,384 lists would train on 32 points each
+    assert choose_index_key(10_000_000, 512, 8 * GIB) == "IVF16384_HNSW32,SQ8"
     assert choose_index_key(400_000_000, 512, 64 * GIB) == "OPQ64_256,IVF131072_HNSW32,PQ64x8"  # LAION-400M
     for n, budget in ((10**7, 4 * GIB), (10**8, 4 * GIB), (10**8, 16 * GIB), (4 * 10**8, 64 * GIB)):
         key = choose_index_key(n, 512, budget)
