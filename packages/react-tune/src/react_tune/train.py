@@ -2,7 +2,8 @@
 
 One readable loop: symmetric InfoNCE (open_clip's ClipLoss) with a learned temperature clamped at
 ln 100; AdamW (β 0.9/0.98, eps 1e-6, no decay on biases, norms, gates, logit_scale); linear warmup
-then cosine; gradient accumulation; AMP on GPU; optional gradient checkpointing of the blocks;
+then cosine; gradient accumulation that keeps the whole contrastive batch (open_clip's --accum-freq); AMP
+on GPU; optional gradient checkpointing of the blocks;
 DDP under torchrun with features gathered across ranks; periodic, atomic, exactly resumable saves.
 Rows whose image is missing or undecodable are skipped and counted by reason (summed over ranks); a batch
 with no readable image is no optimizer step; a run stops when the unreadable share passes --max-bad-fraction.
@@ -12,6 +13,7 @@ Captions go through the frozen text tower once (the text cache), not every step.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -29,13 +31,15 @@ from tqdm import tqdm
 from ._manifests import UserError
 from .blocks import gate_values, set_gradient_checkpointing
 from .checkpoint import has_state, load_state, save_state, write_checkpoint
-from .data import REASONS, EpochSampler, RetrievalImages, collate, load_rows, react_augmentation
+from .data import READ_ORDERS, REASONS, EpochSampler, RetrievalImages, collate, load_rows, react_augmentation
 from .manifest import lineage_entry
 from .model import customize, load_base, optimizer_groups, parameter_counts, trainable_state
 from .text_cache import cache_key, caption_features
 
+log = logging.getLogger("react_tune")
 LOGIT_SCALE_MAX = math.log(100)
-ALONE = "alone_in_batch"  # a readable row whose micro-batch had no other: no contrastive pair, not trained on
+ALONE = "alone_in_batch"  # a readable row whose batch had no other: no contrastive pair, not trained on
+LOGGED_PER_REASON = 5  # unreadable rows logged one by one per rank and reason; the rest are counted only
 FIRST_ROWS = 1000  # --max-bad-fraction is checked from this many rows read on (or the whole run, if smaller)
 
 
@@ -50,12 +54,14 @@ class TrainConfig:
     steps: int | None = None  # default: one epoch
     epochs: float | None = None
     batch_size: int = 256  # global, per optimizer step
-    accum: int = 1  # micro-batches per step (each micro-batch is its own contrastive batch)
+    accum: int = 1  # micro-batches per step; the loss is still that of the whole --batch-size
     lr: float | None = None  # default: 5e-4 gated-image, 5e-5 locked-text (REACT)
     weight_decay: float = 0.1
     warmup: int | None = None  # default: min(5000, 10 % of the steps)
     augment: str = "open_clip"  # or "react"
     workers: int = 4
+    read_order: str = "shuffled"  # or "grouped": runs of read_group rows that are neighbours on disk
+    read_group: int = 32
     precision: str = "auto"  # auto: bf16/fp16 AMP on GPU, fp32 on CPU
     grad_checkpointing: bool = False
     text_cache: bool = True
@@ -86,7 +92,7 @@ def _log(path: str, record: dict) -> None:
 
 def check_config(cfg: TrainConfig) -> None:
     """Refuse options that would divide by zero, loop forever or silently mean something else, naming the option."""
-    for field in ("steps", "batch_size", "accum", "save_every", "log_every", "k"):
+    for field in ("steps", "batch_size", "accum", "save_every", "log_every", "k", "read_group"):
         value = getattr(cfg, field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise UserError(f"--{field.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -104,6 +110,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--max-bad-fraction must be between 0 and 1, got {cfg.max_bad_fraction!r}")
     if cfg.steps is not None and cfg.epochs is not None:
         raise UserError("--steps and --epochs both set the run's length; give one of them")
+    if cfg.read_order not in READ_ORDERS:
+        raise UserError(f"--read-order must be one of {', '.join(READ_ORDERS)}, got {cfg.read_order!r}")
     if cfg.batch_size % cfg.accum:
         raise UserError(f"--batch-size {cfg.batch_size} must be a multiple of --accum {cfg.accum}")
 
@@ -128,13 +136,13 @@ def train(cfg: TrainConfig) -> dict | None:
     trainable, frozen = parameter_counts(model)
     if main:
         print(f"react-tune: {cfg.variant} on {cfg.model}: {trainable:,} trainable / {frozen:,} frozen parameters; "
-              f"{len(rows['sample_id']):,} rows; {world} process(es) on {device}")
+              f"{len(rows):,} rows; {world} process(es) on {device}")
 
-    micro = cfg.batch_size // cfg.accum  # one contrastive batch, across all ranks
-    if micro % world or micro < 2:
+    micro = cfg.batch_size // cfg.accum  # rows of one micro-batch, across all ranks
+    if micro % world or cfg.batch_size < 2:
         raise UserError(f"--batch-size {cfg.batch_size} / --accum {cfg.accum} must be a multiple of the "
-                        f"{world} process(es) and at least 2")
-    n = len(rows["sample_id"])
+                        f"{world} process(es), and --batch-size at least 2")
+    n = len(rows)
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
         raise UserError(f"{cfg.manifest}: {n} rows is less than one batch of --batch-size {cfg.batch_size}")
@@ -143,13 +151,15 @@ def train(cfg: TrainConfig) -> dict | None:
     peak = cfg.lr or (5e-4 if cfg.variant == "gated-image" else 5e-5)
 
     cache_dir = cfg.cache_dir or os.path.join(cfg.out, "text-cache")
-    if cfg.text_cache:
-        texts = caption_features(model, tokenizer, rows["caption"], cache_dir if main or world == 1 else None,
-                                 cache_key(base, doc["id"]), device)
+    if cfg.text_cache:  # one memory-mapped cache for every rank: rank 0 writes it, the others wait for it
+        texts = caption_features(model, tokenizer, rows.captions, cache_dir, cache_key(base, doc["id"]), device, rank)
+    else:  # the uncached path, kept to measure what the cache saves: captions tokenised per batch
+        texts = UncachedTexts(model, tokenizer, rows.captions(), device)
     mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     transform = react_augmentation(size, mean, std) if cfg.augment == "react" else preprocess_train
-    dataset = RetrievalImages(rows, transform, cfg.seed)
+    grouped = cfg.read_order == "grouped"
+    dataset = RetrievalImages(rows, transform, cfg.seed, coalesce=grouped)
 
     opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=peak, betas=(0.9, 0.98), eps=1e-6)
     position = load_state(cfg.out, model, opt) if cfg.resume else None
@@ -175,6 +185,7 @@ def train(cfg: TrainConfig) -> dict | None:
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     use_amp = device.type == "cuda" and cfg.precision in ("auto", "amp", "bf16", "fp16")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if use_amp else nullcontext
     log_path = os.path.join(cfg.out, "log.jsonl")
     os.makedirs(cfg.out, exist_ok=True)
 
@@ -183,69 +194,53 @@ def train(cfg: TrainConfig) -> dict | None:
     seen, t0 = 0, time.perf_counter()
     epoch, in_epoch = divmod(drawn, steps_per_epoch)
     sampler = EpochSampler(n, cfg.seed, epoch, in_epoch * cfg.batch_size, rank, world, micro, epochs=None,
-                           epoch_batch=cfg.batch_size)  # without end: batches with no readable image are redrawn
+                           epoch_batch=cfg.batch_size,  # without end: batches with no readable image are redrawn
+                           location=rows.location_order() if grouped else None, group=cfg.read_group)
     loader = DataLoader(dataset, batch_size=micro // world, sampler=sampler, num_workers=cfg.workers,
                         collate_fn=collate, drop_last=True, persistent_workers=False)  # one loader for the whole run
     batches = iter(loader)
     first_rows = min(FIRST_ROWS, total * cfg.batch_size)
     example: dict[str, str] = {}  # the first skipped row of each reason (this rank), for error messages
+    logged: dict[str, int] = {}  # unreadable rows logged so far per reason (this rank)
+    placeholder = torch.zeros(1, 3, *(model.visual.image_size if isinstance(model.visual.image_size, tuple)
+                                      else (size, size)))
     consecutive_empty = 0
     while step < total:
         lr = lr_at(step, total, warmup, peak)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        losses, step_samples, step_readable = [], 0, 0
+        parts, counts = [], []  # every micro-batch of the step: (images, rows) here; readable rows per rank
         for _ in range(cfg.accum):
             images, row_ids, bad = next(batches)
-            for _, reason, message in bad:
-                example.setdefault(reason, message)
+            _note_unreadable(bad, example, logged, rank)
             per_rank = _gather_counts(len(row_ids), [reason for _, reason, _ in bad], world, device)
-            good = sum(c[0] for c in per_rank)
             for i, reason in enumerate(REASONS, 1):
                 skipped[reason] += sum(c[i] for c in per_rank)
             rows_read += sum(map(sum, per_rank))
-            step_readable += good
-            if good < 2:  # on every rank alike: no contrastive pair, nothing to learn from, no forward pass
-                if good:
-                    skipped[ALONE] = skipped.get(ALONE, 0) + good
-                continue
-            if images is None:  # other ranks have images: join their collectives with a placeholder, unused
-                images = torch.zeros(1, 3, *(model.visual.image_size if isinstance(model.visual.image_size, tuple)
-                                             else (size, size)))
-            with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
-                image_features = _encode_images(ddp, images.to(device, non_blocking=True))
-                if cfg.text_cache:
-                    text_features = texts[row_ids].to(device)
-                else:  # the uncached path, kept to measure what the cache saves
-                    with torch.no_grad():
-                        tokens = tokenizer([rows["caption"][i] for i in row_ids.tolist()]).to(device)
-                        text_features = model.encode_text(tokens, normalize=True)
-                loss = contrastive_loss(image_features.float(), text_features.float(), model.logit_scale.exp(),
-                                        [c[0] for c in per_rank], rank, loss_fn)
-            scaler.scale(loss / cfg.accum).backward()
-            losses.append(_global_mean(loss.detach(), world))
-            step_samples += good
+            parts.append((images if images is not None else placeholder, row_ids))
+            counts.append([c[0] for c in per_rank])
         drawn += 1
-        if not losses:  # nothing to learn from in the whole batch: no optimizer step, the schedule does not move
+        good = sum(map(sum, counts))  # the same on every rank: each decides from the same numbers
+        if good < 2:  # no contrastive pair, nothing to learn from: no optimizer step, the schedule does not move
+            if good:
+                skipped[ALONE] = skipped.get(ALONE, 0) + good
             empty_batches, consecutive_empty = empty_batches + 1, consecutive_empty + 1
-            if cfg.max_bad_fraction < 1 and not step_readable:
+            if cfg.max_bad_fraction < 1 and not good:
                 raise _unreadable(cfg, f"no image of a whole batch of {cfg.batch_size} rows could be read "
                                        f"(batch {drawn}, before step {step + 1})", rows_read, skipped, example)
             if consecutive_empty >= steps_per_epoch:
                 raise _unreadable(cfg, f"no batch had two readable images in {consecutive_empty} batches in a row "
                                        "(an epoch)", rows_read, skipped, example)
             continue
+        loss = full_batch_backward(ddp, model, parts, counts, texts, rank, loss_fn, autocast, scaler, device)
+        step_samples = good
         consecutive_empty = 0
-        if len(losses) < cfg.accum:  # micro-batches without images: the step's gradient is the mean of the others
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(cfg.accum / len(losses))
         scaler.step(opt)
         scaler.update()
         with torch.no_grad():
             model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
-        step, last_loss = step + 1, sum(losses) / len(losses)
+        step, last_loss = step + 1, loss
         samples_seen, seen = samples_seen + step_samples, seen + step_samples
         bad_rows = sum(skipped[r] for r in REASONS)
         if rows_read >= first_rows and bad_rows > cfg.max_bad_fraction * rows_read:
@@ -284,6 +279,68 @@ def train(cfg: TrainConfig) -> dict | None:
           f"{rows_read:,} rows read, {samples_seen:,} trained on, skipped: "
           + ", ".join(f"{v:,} {r}" for r, v in skipped.items()) + f"{empty})")
     return manifest
+
+
+def full_batch_backward(ddp, model, parts, counts, texts, rank: int, loss_fn, autocast, scaler, device) -> float:
+    """Accumulate the gradient of the contrastive loss of the WHOLE batch over its micro-batches (open_clip's
+    --accum-freq); returns the loss (mean over ranks).
+
+    `parts` are this rank's (images, rows) per micro-batch, `counts[j][r]` the readable rows rank r holds in
+    micro-batch j. First every micro-batch's image features are computed without gradients; then, for each
+    micro-batch in turn, its features are recomputed with gradients, put in place of their cached copy, and the
+    loss of all rows (of every micro-batch, on every rank) is back-propagated. The frozen text features are
+    constants, so the sum of these gradients is exactly the gradient of the whole batch's loss: --accum trades
+    compute for memory without changing the objective. logit_scale takes its gradient in one pass only (it sees
+    the whole loss in each). Under DDP only the last backward synchronises gradients (no_sync before it)."""
+    world = len(counts[0])
+    local = [c[rank] for c in counts]
+    active = [j for j, c in enumerate(counts) if sum(c)]  # micro-batches with a readable row on some rank
+    totals = [sum(c[r] for c in counts) for r in range(world)]
+    text = texts[torch.cat([rows for _, rows in parts])].to(device)
+    cached: list = [None] * len(parts)
+    if len(active) > 1:  # with one micro-batch, its fresh features are the whole batch's
+        with torch.no_grad(), autocast():
+            for j in active:
+                cached[j] = model.encode_image(parts[j][0][:max(local[j], 1)].to(device), normalize=True)[:local[j]]
+    for j in active:
+        last = j == active[-1]
+        sync = nullcontext() if last or ddp is model else ddp.no_sync()
+        with sync:
+            with autocast():
+                fresh = _encode_images(ddp, parts[j][0].to(device, non_blocking=True))[:local[j]]
+                features = torch.cat([fresh if k == j else cached[k] for k in active])
+                scale = model.logit_scale.exp() if last else model.logit_scale.exp().detach()
+                loss = contrastive_loss(features.float(), text.float(), scale, totals, rank, loss_fn)
+            scaler.scale(loss).backward()
+    return _global_mean(loss.detach(), world)
+
+
+class UncachedTexts:
+    """Rows → caption features through the frozen text tower every time (--no-text-cache)."""
+
+    def __init__(self, model, tokenizer, captions, device):
+        self.model, self.tokenizer, self.captions, self.device = model, tokenizer, captions, device
+
+    @torch.no_grad()
+    def __getitem__(self, row_ids: torch.Tensor) -> torch.Tensor:
+        # a rank with no readable row in the step still needs a block of the right width (zero rows)
+        captions = self.captions.take(row_ids.numpy()).to_pylist() if len(row_ids) else [""]
+        features = self.model.encode_text(self.tokenizer(captions).to(self.device), normalize=True)
+        return features[:len(row_ids)]
+
+
+def _note_unreadable(bad: list, example: dict, logged: dict, rank: int) -> None:
+    """Log the first LOGGED_PER_REASON unreadable rows of each reason (this rank), then say that the rest are
+    only counted: at 10M rows one warning per row would bury the log. The counts are in log.jsonl and the
+    checkpoint's manifest."""
+    for row, reason, message in bad:
+        example.setdefault(reason, message)
+        seen = logged[reason] = logged.get(reason, 0) + 1
+        if seen <= LOGGED_PER_REASON:
+            log.warning("rank %d, row %d: image skipped (%s): %s", rank, row, reason, message)
+        if seen == LOGGED_PER_REASON:
+            log.warning("rank %d: further %s rows are counted (log.jsonl: skipped), not logged one by one",
+                        rank, reason)
 
 
 def _gather_counts(good: int, reasons: list[str], world: int, device) -> list[list[int]]:
