@@ -46,7 +46,7 @@ def main():
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--batch-size", type=POSITIVE, default=256, show_default=True, help="Global batch per optimizer step.")
 @click.option("--accum", type=POSITIVE, default=1, show_default=True,
-              help="Micro-batches per step (gradient accumulation).")
+              help="Micro-batches per step (gradient accumulation); the loss stays that of the whole --batch-size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate [5e-4 gated-image, 5e-5 locked-text].")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True)
@@ -54,6 +54,11 @@ def main():
 @click.option("--augment", type=click.Choice(["open_clip", "react"]), default="open_clip", show_default=True,
               help="open_clip's training transform, or REACT's strong recipe.")
 @click.option("--workers", type=COUNT, default=4, show_default=True)
+@click.option("--read-order", type=click.Choice(["shuffled", "grouped"]), default="shuffled", show_default=True,
+              help="grouped: shuffle runs of --read-group rows that are neighbours in their shard, and read each "
+                   "batch's neighbours in one ranged request (for object storage).")
+@click.option("--read-group", type=POSITIVE, default=32, show_default=True,
+              help="Rows per run with --read-order grouped.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "amp"]), default="auto", show_default=True)
 @click.option("--grad-checkpointing", is_flag=True)
 @click.option("--no-text-cache", is_flag=True, help="Encode captions every step instead of once (slower).")
