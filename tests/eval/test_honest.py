@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from react_eval import run
 from react_eval.cli import main
 from react_eval.datasets import DatasetError, load_classification, load_detection
 from react_eval.features import BadImageError, encode_images
 from react_eval.loaders import load
 from react_eval.manifest import EVAL_RESULT, write_manifest
-from react_eval.run import run
 from toyworld import World
 from toyworld.models import BASE, TINY, base_weights, register_configs
 
@@ -29,7 +29,8 @@ def folder(toy_root, tmp_path):
 
 def _zeroshot(dataset, out, **options):
     register_configs()
-    return run(BASE, str(dataset), "zeroshot_classification", str(out), str(base_weights()), workers=0, **options)
+    return run(BASE, str(dataset), task="zeroshot_classification", out=str(out), pretrained=str(base_weights()),
+               workers=0, **options)
 
 
 # --- 1. labels of image folders and tables ---------------------------------------------------------------------
@@ -303,7 +304,7 @@ def test_a_bug_keeps_its_exception_and_a_user_mistake_is_one_line(toy_root, tmp_
     def broken(*args, **kwargs):
         raise KeyError("acc1")
 
-    monkeypatch.setattr("react_eval.compare.compare", broken)
+    monkeypatch.setattr("react_eval.gate.compare", broken)
     bug = _compare(tmp_path / "base", tmp_path / "base")
     assert isinstance(bug.exception, KeyError) and bug.exception.args == ("acc1",)
     monkeypatch.undo()

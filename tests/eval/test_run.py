@@ -11,11 +11,11 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
+from react_eval import run
 from react_eval.cli import main
 from react_eval.features import zeroshot_classifier
 from react_eval.loaders import load
 from react_eval.manifest import EVAL_RESULT, ManifestError, read_manifest, write_manifest
-from react_eval.run import run
 from toyworld.models import TINY
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,10 +38,10 @@ def test_zeroshot_classifier_is_the_normalised_template_ensemble(tiny_weights):
 
 
 def test_run_writes_clip_benchmark_compatible_results_and_skips_reruns(toy_root, tiny_weights, tmp_path, capsys):
-    folder = run(TINY, str(toy_root / "eval" / "classification"), "zeroshot_classification", str(tmp_path),
-                 str(tiny_weights), workers=0)
-    wds = run(TINY, str(toy_root / "eval" / "classification_wds"), "zeroshot_classification", str(tmp_path),
-              str(tiny_weights), workers=0)
+    folder = run(TINY, str(toy_root / "eval" / "classification"), task="zeroshot_classification", out=str(tmp_path),
+                 pretrained=str(tiny_weights), workers=0)
+    wds = run(TINY, str(toy_root / "eval" / "classification_wds"), task="zeroshot_classification", out=str(tmp_path),
+              pretrained=str(tiny_weights), workers=0)
     assert folder["metrics"] == wds["metrics"]  # the same images through both layouts
     assert folder["n_samples"] == 64 and 0 <= folder["metrics"]["acc1"] <= 1
     files = sorted(p.name for p in tmp_path.glob("*.json"))
@@ -49,17 +49,18 @@ def test_run_writes_clip_benchmark_compatible_results_and_skips_reruns(toy_root,
     plain = json.loads((tmp_path / files[0]).read_text())
     assert {"dataset", "model", "pretrained", "task", "metrics", "language"} <= set(plain)
     assert plain["details"]["recall"].keys() == set(json.loads(json.dumps(plain["details"]["recall"])))
-    again = run(TINY, str(toy_root / "eval" / "classification"), "zeroshot_classification", str(tmp_path),
-                str(tiny_weights), workers=0)
+    again = run(TINY, str(toy_root / "eval" / "classification"), task="zeroshot_classification", out=str(tmp_path),
+                pretrained=str(tiny_weights), workers=0)
     assert again["id"] == folder["id"] and "already evaluated, skipping" in capsys.readouterr().out
-    retrieval = run(TINY, str(toy_root / "eval" / "retrieval" / "captions.json"), "zeroshot_retrieval",
-                    str(tmp_path), str(tiny_weights), workers=0)
+    retrieval = run(TINY, str(toy_root / "eval" / "retrieval" / "captions.json"), task="zeroshot_retrieval",
+                    out=str(tmp_path), pretrained=str(tiny_weights), workers=0)
     assert set(retrieval["metrics"]) == {f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)}
-    det = run(TINY, str(toy_root / "eval" / "detection" / "annotations.json"), "detection", str(tmp_path),
-              str(tiny_weights), workers=0)
+    det = run(TINY, str(toy_root / "eval" / "detection" / "annotations.json"), task="detection", out=str(tmp_path),
+              pretrained=str(tiny_weights), workers=0)
     assert {"AP", "AP50", "AP50_base", "AP50_novel", "mean_per_class_top1", "mean_per_class_top1_novel"} \
         <= set(det["metrics"])
-    probe = run(TINY, str(toy_root / "eval" / "classification"), "linear_probe", str(tmp_path), str(tiny_weights),
+    probe = run(TINY, str(toy_root / "eval" / "classification"), task="linear_probe", out=str(tmp_path),
+                pretrained=str(tiny_weights),
                 workers=0, train_dataset=str(toy_root / "eval" / "classification_train"), shots=2, seeds=(0, 1))
     assert probe["metrics"]["seeds"] == 2 and 0 <= probe["metrics"]["acc1"] <= 1
 
@@ -95,11 +96,11 @@ def _react_checkpoint(root, tiny_weights):
 def test_react_checkpoints_load_through_the_entry_point_or_say_what_is_missing(toy_root, tiny_weights, tmp_path,
                                                                                monkeypatch):
     ckpt = _react_checkpoint(tmp_path / "ckpt", tiny_weights)
-    result = run(f"react:{ckpt}", str(toy_root / "eval" / "classification"), "zeroshot_classification",
-                 str(tmp_path / "out"), workers=0)
+    result = run(f"react:{ckpt}", str(toy_root / "eval" / "classification"), task="zeroshot_classification",
+                 out=str(tmp_path / "out"), workers=0)
     assert result["lineage"][0]["kind"] == "react.checkpoint"
-    base = run(TINY, str(toy_root / "eval" / "classification"), "zeroshot_classification", str(tmp_path / "base"),
-               str(tiny_weights), workers=0)
+    base = run(TINY, str(toy_root / "eval" / "classification"), task="zeroshot_classification",
+               out=str(tmp_path / "base"), pretrained=str(tiny_weights), workers=0)
     assert result["metrics"] != base["metrics"]  # open gates change the model
     # CLIP_benchmark's `build` keys rows by `model + " " + pretrained`: the two must not merge. The name is the
     # loader's (react-tune: react:<checkpoint id>:<base>), the pretrained tag the base's.
@@ -138,8 +139,8 @@ def test_compare_is_a_ci_gate(tmp_path):
 def test_report_renders_tables_and_charts_in_chromium(toy_root, tiny_weights, tmp_path):
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed for this test (nox -s tests installs it)"
-    run(TINY, str(toy_root / "eval" / "classification"), "zeroshot_classification", str(tmp_path / "a"),
-        str(tiny_weights), workers=0)
+    run(TINY, str(toy_root / "eval" / "classification"), task="zeroshot_classification", out=str(tmp_path / "a"),
+        pretrained=str(tiny_weights), workers=0)
     out = CliRunner().invoke(main, ["report", str(tmp_path / "a"), "--html", str(tmp_path / "r.html")])
     assert out.exit_code == 0, out.output
     page = (tmp_path / "r.html").read_text()

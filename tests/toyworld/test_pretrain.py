@@ -33,10 +33,10 @@ def test_pretraining_still_reproduces_the_committed_weights(demo_world):
 
 
 def test_base_is_good_on_common_shapes_and_weak_on_rare_ones(demo_world, tmp_path):
-    from react_eval.run import run
+    from react_eval import run
 
     register_configs()
-    result = run(BASE, str(demo_world / "eval" / "classification"), "zeroshot_classification", str(tmp_path),
+    result = run(BASE, str(demo_world / "eval" / "classification"), task="zeroshot_classification", out=str(tmp_path),
                  pretrained=str(base_weights()))
     accuracy = result["details"]["recall"]
     shapes = list(demo_world_shapes())

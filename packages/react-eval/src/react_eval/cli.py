@@ -9,6 +9,7 @@ import click
 
 from . import __version__
 from ._manifests import UserError
+from .constants import DEFAULT_BATCH_SIZE, TASKS
 
 
 def friendly_errors(f):
@@ -30,90 +31,99 @@ def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+TASK_HELP = ("What the dataset is evaluated for; see docs/react-eval.md [required with --dataset; a suite names "
+             "its own].")
+
+
 @main.command("run")
 @click.option("--model", required=True, help="open_clip model name, or KIND:SPEC for a registered loader "
                                              "(react:CKPT_DIR needs react-tune).")
-@click.option("--pretrained", default=None, help="open_clip pretrained tag or weights file.")
+@click.option("--pretrained", default=None, help="open_clip pretrained tag or weights file [default: none, random "
+                                                  "weights].")
 @click.option("--model-config", type=click.Path(exists=True), default=None,
-              help="An open_clip model config JSON (or folder) to register first.")
-@click.option("--dataset", default=None, help="Dataset path or URI (with --task).")
-@click.option("--task", type=click.Choice(["zeroshot_classification", "zeroshot_retrieval", "linear_probe",
-                                           "detection"]), default=None)
-@click.option("--suite", default=None, help="A YAML/JSON suite: {models: [...], datasets: [{dataset, task, ...}]}.")
-@click.option("--templates", default=None, help="Built-in template set or file [the dataset's own, else the 80 "
-                                                "OpenAI ImageNet templates].")
-@click.option("--classnames", default=None, help="Class names file or built-in set, when the dataset has none.")
-@click.option("--train-dataset", default=None, help="linear_probe: the train split.")
-@click.option("--shots", type=int, default=None, help="linear_probe: images per class (default: all).")
-@click.option("--init-from-text", is_flag=True, help="linear_probe: start the head from the zero-shot weights.")
-@click.option("--proposals", default=None, help="detection: boxes to score instead of the ground truth.")
-@click.option("--images", default=None, help="detection: image folder [beside the annotation json: images/].")
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--workers", default=2, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--out", required=True, help="Results folder.")
+              help="An open_clip model config JSON (or folder) to register first [default: none].")
+@click.option("--dataset", default=None, help="Dataset path or URI (with --task) [default: none; give it or --suite].")
+@click.option("--task", type=click.Choice(TASKS), default=None, help=TASK_HELP)
+@click.option("--suite", default=None, help="A YAML/JSON suite: {models: [...], datasets: [{dataset, task, ...}]} "
+                                            "[default: none; give it or --dataset].")
+@click.option("--templates", default=None, help="Built-in template set or file [default: the dataset's own, else "
+                                                "the 80 OpenAI ImageNet templates].")
+@click.option("--classnames", default=None, help="Class names file or built-in set [default: the dataset's "
+                                                 "classnames.txt].")
+@click.option("--train-dataset", default=None, help="linear_probe: the train split [required for linear_probe].")
+@click.option("--shots", type=click.IntRange(min=1), default=None, help="linear_probe: images per class "
+                                                                        "[default: all].")
+@click.option("--init-from-text", is_flag=True, help="linear_probe: start the head from the zero-shot weights "
+                                                     "[default: off].")
+@click.option("--proposals", default=None, help="detection: boxes to score [default: the ground-truth boxes].")
+@click.option("--images", default=None, help="detection: image folder [default: images/ beside the annotation "
+                                             "json].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Images per batch.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes decoding images (0: in the main process) [default: min(4, CPU "
+                   "count)].")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda when available, else cpu), cpu, "
+                                                                   "cuda, cuda:N.")
+@click.option("--out", required=True, help="Results folder (one JSON per model × dataset × task).")
 @friendly_errors
 def run_command(model, pretrained, model_config, dataset, task, suite, out, device, **options):
     """Evaluate a model on a dataset and task (or a whole suite); one JSON result per (model, dataset, task)."""
-    import torch
-
-    from .run import run, run_suite
+    from .runner import run, run_suite
 
     if model_config:
         import open_clip
 
         open_clip.add_model_config(model_config)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    # unset options are None, or False for flags; `0 in (None, False)` is True in Python, so test identity:
-    # --workers 0 means no worker processes, not the default
-    options = {k: v for k, v in options.items() if v is not None and v is not False}
-    if suite:
-        import fsspec
-        import yaml
-
-        from .run import check_suite
-
-        with fsspec.open(suite, "rt") as f:
-            try:
-                spec = yaml.safe_load(f)
-            except yaml.YAMLError as e:
-                raise UserError(f"{suite}: not valid YAML/JSON ({e})") from None
-        if isinstance(spec, dict) and not spec.get("models"):
-            spec["models"] = [{"model": model, "pretrained": pretrained}]
-        run_suite(check_suite(spec, suite), out, device, **options)
-    else:
+    if not suite:
         if not (dataset and task):
             raise click.UsageError("give --dataset and --task, or --suite")
-        run(model, dataset, task, out, pretrained, device, **options)
+        run(model, dataset, task=task, out=out, pretrained=pretrained, device=device, **options)
+        return
+    # a suite's entries set their own options; the command line's apply where an entry is silent. Unset options
+    # are None (False for flags): `0 in (None, False)` is True in Python, so test identity (--workers 0 counts)
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    run_suite(suite, out=out, model=model, pretrained=pretrained, device=device, **given)
 
 
 @main.command("report")
 @click.argument("results", nargs=-1, required=True)
-@click.option("--html", "html_out", required=True, help="Where to write the report.")
+@click.option("--html", "html_out", required=True, help="Where to write the report (an .html file).")
 @friendly_errors
 def report_command(results, html_out):
     """Tables across models × datasets and per-class charts, as one self-contained HTML page."""
-    from .report import report
+    from .reporting import report
 
-    report(results, html_out)
+    report(results, out=html_out)
 
 
 @main.command("compare")
 @click.argument("base_dir")
 @click.argument("new_dir")
-@click.option("--max-drop", default=0.5, show_default=True, help="Fail when a main metric drops by more points.")
-@click.option("--min-gain", type=float, default=None, help="Fail unless every main metric gains at least this.")
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option("--max-drop", type=float, default=0.5, show_default=True,
+              help="Per dataset: fail when a main metric drops by more points.")
+@click.option("--min-gain", type=float, default=None, help="Per dataset: fail unless every main metric gains at "
+                                                           "least this many points [default: no minimum].")
+@click.option("--suite-mean", is_flag=True, help="Also gate on the suite mean: per task, the mean over BASE_DIR's "
+                                                 "datasets of each one's main metric (ELEVATER's average); both "
+                                                 "sides must hold the same datasets [default: off].")
+@click.option("--suite-max-drop", type=float, default=None,
+              help="The suite mean's limit: fail when it drops by more points; giving it implies --suite-mean "
+                   "[default: 0.5].")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON [default: a table].")
 @friendly_errors
-def compare_command(base_dir, new_dir, max_drop, min_gain, as_json):
+def compare_command(base_dir, new_dir, max_drop, min_gain, suite_mean, suite_max_drop, as_json):
     """Diff NEW_DIR against BASE_DIR; exit 1 on a regression (the CI gate)."""
-    from .compare import compare, format_table
+    from .gate import compare, format_table
 
-    rows, failures = compare(base_dir, new_dir, max_drop, min_gain)
+    suite_mean = suite_mean or suite_max_drop is not None
+    verdict = compare(base_dir, new_dir, max_drop=max_drop, min_gain=min_gain, suite_mean=suite_mean,
+                      suite_max_drop=0.5 if suite_max_drop is None else suite_max_drop)
+    failures = verdict["failures"]
     if as_json:
-        print(json.dumps({"rows": rows, "failures": failures}, indent=2))
+        print(json.dumps(verdict, indent=2))
     else:
-        print(format_table(rows))
+        print(format_table(verdict["rows"], verdict.get("suites")))
         for f in failures:
             print(f"FAIL {f}")
         print("gate: " + ("failed" if failures else "passed"))

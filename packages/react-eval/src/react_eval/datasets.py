@@ -202,33 +202,60 @@ def _folder_classification(uri, classnames):
 
 
 def _wds_classification(uri):
+    """CLIP_benchmark's wds layout. The shards are not read here: each shard's tar headers are walked by seeking
+    (512 bytes per member, the image bytes skipped) for the members' offsets and sizes, and only the small `.cls`
+    members are read. The images are read once, when they are evaluated. The checksum is the dataset's fingerprint
+    from that listing: see `_wds_fingerprint`."""
+    fs, path = _fs(uri)
     n = int(read_entries(f"{uri}/test/nshards.txt")[0][1])
     images, labels, listing = [], [], []
     names, source = _class_list(uri, None)
     for s in range(n):
         shard = f"{uri}/test/{s}.tar"
-        with fsspec.open(shard, "rb") as f:
-            data = f.read()
-        listing.append((s, len(data), hashlib.sha256(data).hexdigest()))
-        refs, cls = {}, {}
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            for m in tar.getmembers():
-                key, _, ext = m.name.rpartition(".")
-                if ext.lower() in IMAGE_EXTS:
-                    refs[key] = ("tar", shard, m.offset_data, m.size)
-                elif ext == "cls":
-                    text = tar.extractfile(m).read().decode().strip()
-                    if not text.isdigit() or int(text) >= len(names):
-                        raise DatasetError(f"{shard}: {m.name}: label {text!r} is not a class index "
-                                           f"0..{len(names) - 1} of {source}")
-                    cls[key] = int(text)
+        if not fs.exists(f"{path}/test/{s}.tar"):
+            raise DatasetError(f"{shard}: no such shard (test/nshards.txt says {n})")
+        refs, cls, members = {}, {}, []
+        with fs.open(f"{path}/test/{s}.tar", "rb") as f:
+            try:
+                with tarfile.open(fileobj=f, mode="r:") as tar:  # uncompressed only: images are read by range
+                    for m in tar:
+                        if not m.isfile():
+                            continue
+                        members.append((m.name, m.size))
+                        key, _, ext = m.name.rpartition(".")
+                        if ext.lower() in IMAGE_EXTS:
+                            refs[key] = ("tar", shard, m.offset_data, m.size)
+                        elif ext == "cls":
+                            text = tar.extractfile(m).read().decode().strip()
+                            if not text.isdigit() or int(text) >= len(names):
+                                raise DatasetError(f"{shard}: {m.name}: label {text!r} is not a class index "
+                                                   f"0..{len(names) - 1} of {source}")
+                            cls[key] = int(text)
+            except tarfile.TarError as e:
+                raise DatasetError(f"{shard}: not an uncompressed tar file ({e}); CLIP_benchmark's wds shards are "
+                                   "plain .tar (images are read by byte range)") from None
+        listing.append((s, fs.size(f"{path}/test/{s}.tar"), members))
         for key in refs:
             if key not in cls:
                 raise DatasetError(f"{shard}: sample {key} has an image but no .cls label")
             images.append(refs[key])
             labels.append(cls[key])
     return Classification("wds/" + _name(uri), uri, images, labels, names, _own_templates(uri),
-                          _checksum([*listing, *names]), "cls_files", source)
+                          _wds_fingerprint(uri, listing, labels, names), "cls_files", source)
+
+
+def _wds_fingerprint(uri: str, listing: list, labels: list[int], names: list[str]) -> str:
+    """A wds dataset's identity without reading its images: every shard's size and its members' names and sizes
+    (in tar order), every label, the class names, and the bytes of the small files beside the shards that change
+    what is evaluated (nshards.txt, classnames.txt, the template files). A shard rewritten with an image of another
+    size, a sample added, removed, renamed or relabelled, a class renamed or a template edited changes it; an image
+    rewritten with bytes of the very same size does not (nothing short of reading every image would see that)."""
+    fs, path = _fs(uri)
+    side = []
+    for name in ("test/nshards.txt", "classnames.txt", "zeroshot_classification_templates.txt", "templates.txt"):
+        if fs.exists(f"{path}/{name}"):
+            side.append((name, hashlib.sha256(fs.cat_file(f"{path}/{name}")).hexdigest()))
+    return "sha256-listing:" + _checksum([json.dumps([listing, labels, names, side])]).removeprefix("sha256:")
 
 
 def _table_labels(uri: str, rows: list[dict], names: list[str], source: str) -> tuple[list[int], str]:

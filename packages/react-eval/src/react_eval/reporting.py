@@ -14,16 +14,60 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ._manifests import UserError, write_bytes_atomic
-from .compare import main_metrics
-from .run import read_results
+from .gate import main_metrics
+from .results import read_results
 
 CSS = ("body{font:14px system-ui,sans-serif;margin:24px}table{border-collapse:collapse;margin:8px 0 24px}"
        "td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child"
        "{text-align:left}.best{font-weight:700}img{max-width:100%}")
 
 
-def _model_label(r: dict) -> str:
-    return r["model_spec"] if r["model_spec"] != r["model"] else f"{r['model']} ({r['pretrained'] or 'random'})"
+def _path_tail(text: str, parts: int) -> str:
+    """The last `parts` components of a path or URI ("" parts: the whole text)."""
+    pieces = [p for p in text.rstrip("/").split("/") if p]
+    return "/".join(pieces[-parts:]) if parts and pieces else text
+
+
+def _is_path(text: str) -> bool:
+    return "/" in text or "\\" in text or text.endswith((".safetensors", ".pt", ".pth", ".bin", ".ckpt"))
+
+
+def _short_label(r: dict, parts: int) -> str:
+    """A model's name in the report: open_clip `ARCH (tag)`, with a weights file by its file name; a loader's
+    `KIND:SPEC` with SPEC's last path components (`react:pets`); `parts` = 0 keeps everything."""
+    spec, pretrained = r.get("model_spec") or r["model"], r.get("pretrained") or ""
+    if spec != r["model"]:  # a registered loader's KIND:SPEC
+        kind, _, where = spec.partition(":")
+        return f"{kind}:{_path_tail(where, parts)}" if _is_path(where) else spec
+    weights = _path_tail(pretrained, parts) if _is_path(pretrained) else pretrained
+    return f"{r['model']} ({weights or 'random'})"
+
+
+def model_labels(results: list[dict]) -> dict[tuple, str]:
+    """{model identity: its label}: short names (no absolute paths); models whose short names collide get more
+    of their path, up to the whole of it, so two models never share a column."""
+    identities = {}
+    for r in results:
+        identities.setdefault(_identity(r), r)
+    labels: dict[tuple, str] = {}
+    for parts in (1, 2, 3, 0):
+        wanted = {i: _short_label(r, parts) for i, r in identities.items() if i not in labels}
+        counts: dict[str, int] = {}
+        for label in [*labels.values(), *wanted.values()]:
+            counts[label] = counts.get(label, 0) + 1
+        for i, label in wanted.items():
+            if counts[label] == 1 or parts == 0:
+                labels[i] = label
+    taken: dict[str, int] = {}
+    for i, label in labels.items():  # still equal with whole paths (e.g. one spec, two lineages): number them
+        taken[label] = taken.get(label, 0) + 1
+        if taken[label] > 1:
+            labels[i] = f"{label} #{taken[label]}"
+    return labels
+
+
+def _identity(r: dict) -> tuple:
+    return r["model"], r.get("pretrained") or "", r.get("model_spec") or r["model"]
 
 
 def _bar_chart(classnames, series: dict[str, list[float]], title: str) -> str:
@@ -43,12 +87,19 @@ def _bar_chart(classnames, series: dict[str, list[float]], title: str) -> str:
     return f"<img alt='{html.escape(title)}' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
-def report(folders, html_out: str) -> str:
+def report(results_dirs, *, out: str) -> str:
+    """Write one self-contained HTML page for the results in `results_dirs` (folders or result files, react-eval's
+    or CLIP_benchmark's): per task a table of the main metrics across models × datasets (best in bold) and
+    per-class recall charts. Models are named by `model_labels` (no absolute paths). Returns `out`."""
+    folders = [results_dirs] if isinstance(results_dirs, str) else list(results_dirs)
     results = read_results(folders)
     if not results:
         raise UserError(f"no eval results (react-eval or CLIP_benchmark JSON files) in {', '.join(map(str, folders))}")
     e = html.escape
-    models = sorted({_model_label(r) for r in results})
+    label_of = model_labels(results)
+    models = sorted(set(label_of.values()))
+    # the whole identity stays one hover away: model, weights, spec as given
+    full = {label: " · ".join(dict.fromkeys(p for p in i if p)) for i, label in label_of.items()}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title><style>{CSS}"
              f"</style></head><body><h1>Evaluation report</h1><p>{len(results)} results, {len(models)} models.</p>"]
     for task in sorted({r["task"] for r in results}):
@@ -56,10 +107,10 @@ def report(folders, html_out: str) -> str:
         datasets = sorted({r["dataset"] for r in rows})
         metric_names = sorted({m for r in rows for m in main_metrics(r)})
         parts.append(f"<h2>{e(task)}</h2><table><tr><th>dataset / metric</th>"
-                     + "".join(f"<th>{e(m)}</th>" for m in models) + "</tr>")
+                     + "".join(f"<th title='{e(full[m])}'>{e(m)}</th>" for m in models) + "</tr>")
         for d in datasets:
             for metric in metric_names:
-                values = {_model_label(r): r["metrics"].get(metric) for r in rows if r["dataset"] == d}
+                values = {label_of[_identity(r)]: r["metrics"].get(metric) for r in rows if r["dataset"] == d}
                 if not any(v is not None for v in values.values()):
                     continue
                 best = max(v for v in values.values() if v is not None)
@@ -69,7 +120,7 @@ def report(folders, html_out: str) -> str:
                 parts.append(f"<tr><td>{e(d)} / {e(metric)}</td>{cells}</tr>")
         parts.append("</table>")
         for d in datasets:
-            per_class = {_model_label(r): r.get("details", {}).get("recall") for r in rows if r["dataset"] == d}
+            per_class = {label_of[_identity(r)]: r.get("details", {}).get("recall") for r in rows if r["dataset"] == d}
             per_class = {m: v for m, v in per_class.items() if v}
             if per_class:
                 classnames = list(next(iter(per_class.values())))
@@ -77,6 +128,6 @@ def report(folders, html_out: str) -> str:
                 parts.append(_bar_chart(classnames, series, f"{d}: {task}"))
     parts.append("<script>window.addEventListener('load',()=>{document.body.dataset.imagesLoaded=[...document"
                  ".images].filter(i=>i.complete&&i.naturalWidth>0).length;});</script></body></html>")
-    write_bytes_atomic(html_out, "".join(parts).encode())
-    print(f"report -> {html_out}")
-    return html_out
+    write_bytes_atomic(out, "".join(parts).encode())
+    print(f"report -> {out}")
+    return out

@@ -4,23 +4,25 @@ A rerun skips results that already exist for the same model and dataset checksum
 from __future__ import annotations
 
 import logging
-import math
+import os
 import re
 import time
 
 import fsspec
 
 from ._loader_protocol import LoadedModel
-from ._manifests import UserError, read_json, validate
+from ._manifests import UserError
+from .constants import DEFAULT_BATCH_SIZE, TASKS
 from .datasets import Classification, DatasetError, load_classification, load_detection, load_retrieval
 from .loaders import load
 from .manifest import EVAL_RESULT, ManifestError, read_manifest, write_manifest
+
+# reading results lives in results.py (no torch); these names stay importable from here
+from .results import CLIP_BENCHMARK_FIELDS, from_clip_benchmark, read_result_file, read_results  # noqa: F401
 from .tasks.detection import detection
 from .tasks.linear_probe import linear_probe
 from .tasks.retrieval import zeroshot_retrieval
 from .tasks.zeroshot import zeroshot_classification
-
-TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "detection")
 
 
 def _slug(text: str) -> str:
@@ -42,8 +44,23 @@ def _dataset(task: str, uri: str, options: dict):
     raise UserError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
 
 
+def default_workers() -> int:
+    """DataLoader workers when none are given: min(4, CPU count) (more workers than cores makes PyTorch warn that
+    the loader may freeze, and only adds contention)."""
+    return min(4, os.cpu_count() or 1)
+
+
+def default_device() -> str:
+    """"cuda" when torch sees a GPU, else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def evaluate(loaded: LoadedModel, task: str, ds, options: dict, device: str):
-    common = {"batch_size": options.get("batch_size", 64), "workers": options.get("workers", 2), "device": device}
+    """(metrics, details) of one loaded model on one loaded dataset; `options` as recorded by `run`."""
+    common = {"batch_size": options.get("batch_size", DEFAULT_BATCH_SIZE),
+              "workers": options.get("workers", default_workers()), "device": device}
     if task == "zeroshot_classification":
         return zeroshot_classification(loaded, ds, options.get("templates"), **common)
     if task == "zeroshot_retrieval":
@@ -57,9 +74,43 @@ def evaluate(loaded: LoadedModel, task: str, ds, options: dict, device: str):
     return detection(loaded, ds, options.get("templates"), options.get("margin", 0.1), **common)
 
 
-def run(model: str, dataset: str, task: str, out: str, pretrained: str | None = None, device: str = "cpu",
-        loaded: LoadedModel | None = None, **options) -> dict:
-    """Evaluate and write `out/<model>__<dataset>__<task>.json`; returns the result (existing one if unchanged)."""
+def run(model: str, dataset: str, *, task: str, out: str, pretrained: str | None = None, device: str = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, templates: str | None = None,
+        classnames: str | None = None, train_dataset: str | None = None, shots: int | None = None,
+        seeds=(0, 1, 2), init_from_text: bool = False, proposals: str | None = None, images: str | None = None,
+        split: str | None = None, margin: float = 0.1, loaded: LoadedModel | None = None) -> dict:
+    """Evaluate `model` on `dataset` for `task`; write `out/<model>__<dataset>__<task>.json` and return the result.
+
+    model: an open_clip model name (with `pretrained`: a tag or a weights file), or `KIND:SPEC` for a registered
+        loader (`react:CKPT_DIR` with react-tune installed).
+    dataset: a path or fsspec URI; what it may be depends on `task` (docs/react-eval.md).
+    task: one of TASKS. out: the results folder.
+    device: "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ….
+    batch_size, workers: images per batch, DataLoader worker processes (None: min(4, CPU count); 0: decode in
+        this process).
+    templates, classnames: a built-in set name or a file, instead of the dataset's own.
+    train_dataset, shots, seeds, init_from_text: linear_probe's train split, images per class (None: all),
+        seeds, and whether the head starts from the zero-shot weights.
+    proposals, images, split, margin: detection's boxes to score, image folder, base/novel split file and crop
+        context margin.
+    loaded: an already loaded model (run_suite passes one, so a model is loaded once per suite).
+
+    A result that already exists for the same model spec, model, lineage and dataset checksum is not evaluated
+    again: the existing one is returned. Raises UserError (DatasetError, …) for a user's mistake.
+    """
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    device = default_device() if device == "auto" else device
+    workers = default_workers() if workers is None else workers
+    options = {"batch_size": batch_size, "workers": workers, "templates": templates, "classnames": classnames,
+               "train_dataset": train_dataset, "shots": shots, "init_from_text": init_from_text,
+               "proposals": proposals, "images": images, "split": split}
+    if task == "linear_probe":
+        options["seeds"] = list(seeds)
+    if task == "detection":
+        options["margin"] = margin
+    # unset options are None, or False for flags; `0 in (None, False)` is True in Python, so test identity
+    options = {k: v for k, v in options.items() if v is not None and v is not False}
     ds = _dataset(task, dataset, options)
     n = len(ds.images) if hasattr(ds, "images") else len(ds.coco["annotations"])
     if n == 0:
@@ -96,6 +147,23 @@ def run(model: str, dataset: str, task: str, out: str, pretrained: str | None = 
     return result
 
 
+# the keyword options of run() a suite entry may set (beside `dataset` and `task`)
+SUITE_OPTIONS = ("batch_size", "workers", "templates", "classnames", "train_dataset", "shots", "seeds",
+                 "init_from_text", "proposals", "images", "split", "margin")
+
+
+def read_suite(uri: str) -> dict:
+    """A suite file (YAML or JSON, any fsspec URI), read and checked (`check_suite`)."""
+    import yaml
+
+    with fsspec.open(uri, "rt") as f:
+        try:
+            spec = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise UserError(f"{uri}: not valid YAML/JSON ({e})") from None
+    return check_suite(spec, uri)
+
+
 def check_suite(suite, where: str = "suite") -> dict:
     """A suite's shape, checked before anything runs; errors name the suite and the entry."""
     if not isinstance(suite, dict) or not isinstance(suite.get("datasets"), list) or not suite["datasets"]:
@@ -104,86 +172,41 @@ def check_suite(suite, where: str = "suite") -> dict:
         if not isinstance(d, dict) or not d.get("dataset") or d.get("task") not in TASKS:
             raise UserError(f"{where}: datasets[{i}] needs 'dataset' and 'task' (one of {', '.join(TASKS)}), "
                             f"got {d!r}")
+        unknown = sorted(set(d) - {"dataset", "task", *SUITE_OPTIONS})
+        if unknown:
+            raise UserError(f"{where}: datasets[{i}] has unknown option(s) {', '.join(unknown)}; a dataset entry "
+                            f"may set {', '.join(SUITE_OPTIONS)}")
     for i, m in enumerate(suite.get("models") or []):
         if not isinstance(m, dict) or not m.get("model"):
             raise UserError(f"{where}: models[{i}] needs 'model', got {m!r}")
     return suite
 
 
-def run_suite(suite: dict, out: str, device: str = "cpu", **defaults) -> list[dict]:
-    """A suite: {"models": [{"model", "pretrained"?}], "datasets": [{"dataset", "task", ...options}]}."""
-    check_suite(suite)
+def run_suite(suite: dict | str, *, out: str, model: str | None = None, pretrained: str | None = None,
+              device: str = "auto", **defaults) -> list[dict]:
+    """Evaluate every model of a suite on every dataset of it; returns the results (see `run`).
+
+    suite: a mapping `{"models": [{"model", "pretrained"?}], "datasets": [{"dataset", "task", ...options}]}`, or
+        the URI of a YAML/JSON file holding one. A suite without models evaluates `model` / `pretrained`.
+    out, device: as for `run`. defaults: keyword options of `run` (SUITE_OPTIONS) for every dataset; an entry's
+        own options take precedence. Each model is loaded once.
+    """
+    suite = read_suite(suite) if isinstance(suite, str) else check_suite(suite)
+    unknown = sorted(set(defaults) - set(SUITE_OPTIONS))
+    if unknown:
+        raise TypeError(f"run_suite() got unexpected keyword argument(s) {', '.join(unknown)}")
+    models = suite.get("models") or ([{"model": model, "pretrained": pretrained}] if model else [])
+    if not models:
+        raise UserError("the suite lists no models: give one (--model) or add 'models' to the suite")
+    device = default_device() if device == "auto" else device
     results = []
-    for m in suite["models"]:
+    for m in models:
         loaded = None
         for d in suite["datasets"]:
             options = defaults | {k: v for k, v in d.items() if k not in ("dataset", "task")}
             if loaded is None:
                 loaded = load(m["model"], m.get("pretrained"), device)
-            results.append(run(m["model"], d["dataset"], d["task"], out, m.get("pretrained"), device, loaded,
-                               **options))
+            results.append(run(m["model"], d["dataset"], task=d["task"], out=out, pretrained=m.get("pretrained"),
+                               device=device, loaded=loaded, **options))
     return results
 
-
-# --- reading results: ours, and CLIP_benchmark's own result files ------------------------------------------
-
-CLIP_BENCHMARK_FIELDS = {"dataset": str, "model": str, "pretrained": str, "task": str, "metrics": dict}
-
-
-def from_clip_benchmark(doc: dict, where: str) -> dict:
-    """A CLIP_benchmark result file (`{"dataset", "model", "pretrained", "task", "metrics", "language"}`, no
-    `kind`) as a result react-eval reads: its linear-probe metrics (`lp_acc1`, …) also under our names, and the
-    dataset's ELEVATER metric as `main_metric` where it has one, so it compares with ours."""
-    from .domain import dataset_metric
-
-    for name, kind in CLIP_BENCHMARK_FIELDS.items():
-        if not isinstance(doc.get(name), kind):
-            raise ManifestError(f"{where}: a CLIP_benchmark result needs field '{name}' ({kind.__name__}), got "
-                                f"{doc.get(name)!r}")
-    metrics = {}
-    for k, v in doc["metrics"].items():
-        if isinstance(v, bool) or not isinstance(v, int | float | None):
-            continue  # CLIP_benchmark also stores strings and flags there (e.g. a classification report)
-        metrics[k] = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-    if doc["task"] == "linear_probe":
-        metrics |= {k[3:]: v for k, v in metrics.items() if k.startswith("lp_") and k[3:] not in metrics}
-    own = dataset_metric(doc["dataset"]) if doc["task"] == "zeroshot_classification" else None
-    if own and metrics.get(own) is not None:
-        metrics["main_metric"] = metrics[own]
-    return {"dataset": doc["dataset"], "model": doc["model"], "pretrained": doc["pretrained"], "task": doc["task"],
-            "metrics": metrics, "language": str(doc.get("language", "en")), "model_spec": doc["model"],
-            "lineage": [], "details": {}, "source": "clip_benchmark"}
-
-
-def read_result_file(uri: str) -> dict | None:
-    """One result file: ours (validated), or CLIP_benchmark's; None for a JSON file that is neither (another
-    manifest, a suite…). A file that is not valid JSON, or a result with a bad field, is an error naming it."""
-    doc = read_json(uri, "result")
-    if doc.get("kind") == EVAL_RESULT:
-        return validate(doc, EVAL_RESULT, "react-eval", uri) | {"source": "react-eval"}
-    if "kind" not in doc and "metrics" in doc and "task" in doc:
-        return from_clip_benchmark(doc, uri)
-    return None
-
-
-def read_results(folders, missing_ok: bool = False) -> list[dict]:
-    """Every result in the folders (or result files) given: react-eval's and CLIP_benchmark's. A folder that does
-    not exist is an error unless `missing_ok`; JSON files that are not results are skipped with a warning."""
-    results = []
-    for folder in folders:
-        fs, path = fsspec.core.url_to_fs(str(folder))
-        if not fs.exists(path):
-            if missing_ok:
-                continue
-            raise UserError(f"{folder}: no such results folder or file")
-        files = [path] if fs.isfile(path) else sorted(fs.glob(f"{path.rstrip('/')}/*.json"))
-        for f in files:
-            uri = fs.unstrip_protocol(f) if "://" in str(folder) else f
-            result = read_result_file(uri)
-            if result is None:
-                logging.getLogger(__name__).warning("%s: not an eval result (react-eval or CLIP_benchmark), skipped",
-                                                    uri)
-                continue
-            result["file"] = uri
-            results.append(result)
-    return results
