@@ -150,7 +150,8 @@ def test_a_rank_waits_for_rank_0s_cache_without_a_process_group(tiny_weights, tm
     waiting.start()
     time.sleep(0.2)
     assert waiting.is_alive()  # nothing to read yet: rank 1 waits
-    ours = caption_features(model, tokenizer, lambda: captions, str(tmp_path), "k", "cpu", rank=0)
+    ours = caption_features(model, tokenizer, lambda: [captions[:3], captions[3:]], str(tmp_path), "k", "cpu",
+                            rank=0)
     waiting.join(timeout=10)
     assert not waiting.is_alive()
     rows = torch.arange(4)

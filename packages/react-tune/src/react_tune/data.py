@@ -30,7 +30,7 @@ from ._imagerows import CorruptImage, MissingImage, decode_rgb, read_image_bytes
 from .manifest import ManifestError, read_retrieval_manifest
 
 REASONS = (MissingImage.reason, CorruptImage.reason)  # why a row's image was skipped, counted apart
-LOCATORS = ["sample_id", "image_uri", "image_offset", "image_length", "url"]
+LOCATORS = ["sample_id", "image_uri", "image_offset", "image_length"]
 READ_ORDERS = ("shuffled", "grouped")
 COALESCE_GAP = 1 << 20  # grouped reads: members of one shard at most this far apart are fetched in one request
 COALESCE_MAX = 64 << 20  # … up to this many bytes per request
@@ -64,8 +64,13 @@ class Rows:
 
     def captions(self) -> pa.Array:
         """The caption column (one Arrow string array; read when the text cache is built, or without a cache)."""
+        return _read_columns(self.rows_uri, ["caption"]).column("caption").combine_chunks()
+
+    def caption_batches(self, rows: int = 1 << 20):
+        """The caption column in Arrow batches of `rows` (the text cache's index is built batch by batch)."""
         with fsspec.open(self.rows_uri, "rb") as f:
-            return pq.read_table(f, columns=["caption"]).column("caption").combine_chunks()
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=rows, columns=["caption"]):
+                yield batch.column(0)
 
     def location_order(self) -> np.ndarray:
         """Rows sorted by (shard, offset): neighbours in this order are neighbours on disk."""
@@ -77,30 +82,35 @@ def _int64(column: pa.ChunkedArray) -> np.ndarray:
     return column.combine_chunks().fill_null(-1).to_numpy().astype(np.int64, copy=False)
 
 
-def _read_locators(rows_uri: str) -> pa.Table:
-    """The locator columns, image_uri dictionary-encoded while decoding (never 10M Python strings); a local
+def _read_columns(rows_uri: str, columns: list[str]) -> pa.Table:
+    """Some columns of the rows, image_uri dictionary-encoded while decoding (never 10M Python strings); a local
     file is memory-mapped rather than read through a Python file object."""
     fs, path = fsspec.core.url_to_fs(rows_uri)
-    if getattr(fs, "protocol", None) in ("file", ("file", "local")) or type(fs).__name__ == "LocalFileSystem":
-        return pq.read_table(path, columns=LOCATORS, read_dictionary=["image_uri"], memory_map=True)
+    dictionary = [c for c in columns if c == "image_uri"]
+    if type(fs).__name__ == "LocalFileSystem":
+        return pq.read_table(path, columns=columns, read_dictionary=dictionary, memory_map=True)
     with fs.open(path, "rb") as f:
-        return pq.read_table(f, columns=LOCATORS, read_dictionary=["image_uri"])
+        return pq.read_table(f, columns=columns, read_dictionary=dictionary)
 
 
 def load_rows(retrieval: str) -> tuple[dict, Rows]:
     """(manifest, the rows' locators) of a retrieval set; URL-only rows are an error with the fix."""
     doc = read_retrieval_manifest(retrieval)
-    table = _read_locators(doc["rows_uri"])
+    table = _read_columns(doc["rows_uri"], LOCATORS)
     url_only = pc.is_null(table.column("image_uri"))
     first = pc.index(url_only, True).as_py()
     if first >= 0:
+        url = _read_columns(doc["rows_uri"], ["url"]).column("url")[first].as_py()
         raise ManifestError(
             f"{doc['rows_uri']}: {pc.sum(url_only).as_py()} of {table.num_rows} rows (first: row {first}, "
-            f"{table.column('url')[first].as_py()}) are known only by their URL; download them first — `react-index "
+            f"{url}) are known only by their URL; download them first — `react-index "
             "download SET.parquet --out DIR`, or img2dataset on `react-index query --export-urls` output then "
             "`react-index attach SET.parquet DOWNLOAD_DIR --out NEW.parquet` — and train on the resulting "
             "retrieval set")
-    return doc, Rows(doc["rows_uri"], table.drop_columns(["url"]))
+    rows = Rows(doc["rows_uri"], table)
+    del table, url_only
+    pa.default_memory_pool().release_unused()  # the decoded columns' pages go back before workers fork
+    return doc, rows
 
 
 def react_augmentation(image_size: int, mean, std):
@@ -235,7 +245,8 @@ class EpochSampler(Sampler):
         for epoch in epochs:
             start = self.skip if epoch == self.epoch else 0
             batches = self.order(epoch)[start:self._usable()].reshape(-1, self.global_batch)
-            yield from (epoch * self.n + batches[:, self.rank::self.world].ravel()).tolist()
+            for batch in batches:  # a batch at a time: 10M rows as one list of Python ints would be ~0.4 GB
+                yield from (epoch * self.n + batch[self.rank::self.world]).tolist()
 
     def __len__(self) -> int:
         if self.epochs is None:

@@ -65,12 +65,16 @@ class CaptionFeatures:
         return torch.from_numpy(np.asarray(picked, dtype=np.float32))
 
 
-def distinct_captions(captions: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """(distinct captions in sorted order, row → position among them), computed in Arrow (no Python strings)."""
-    distinct = pc.unique(captions)
+def distinct_captions(batches) -> tuple[pa.Array, np.ndarray]:
+    """(distinct captions in sorted order, row → position among them), computed in Arrow (no Python strings)
+    over `batches()` (an iterable of caption arrays, read twice) so the whole column is never held at once."""
+    parts = [pc.unique(batch) for batch in batches()]
+    distinct = pc.unique(pa.chunked_array(parts, pa.string()).combine_chunks()) if parts else pa.array([], pa.string())
     distinct = distinct.take(pc.sort_indices(distinct))
-    index = pc.index_in(captions, value_set=distinct).to_numpy(zero_copy_only=False)
-    return distinct, index.astype(np.int32 if len(distinct) < 2 ** 31 else np.int64)
+    dtype = np.int32 if len(distinct) < 2 ** 31 else np.int64
+    index = [pc.index_in(batch, value_set=distinct).to_numpy(zero_copy_only=False).astype(dtype)
+             for batch in batches()]
+    return distinct, np.concatenate(index) if index else np.zeros(0, dtype)
 
 
 def _encode_into(model, tokenizer, distinct: pa.Array, device, batch_size: int, path: str | None) -> np.ndarray:
@@ -90,9 +94,10 @@ def _encode_into(model, tokenizer, distinct: pa.Array, device, batch_size: int, 
     return out
 
 
-def build_cache(model, tokenizer, captions: pa.Array, cache_dir: str | None, key: str, device,
+def build_cache(model, tokenizer, captions, cache_dir: str | None, key: str, device,
                 batch_size: int = 512) -> CaptionFeatures:
-    """Encode the distinct captions once; with `cache_dir`, write the three files (the marker last)."""
+    """Encode the distinct captions once (`captions()`: the caption column's batches); with `cache_dir`, write
+    the three files (the marker last)."""
     distinct, index = distinct_captions(captions)
     if not cache_dir:
         return CaptionFeatures(_encode_into(model, tokenizer, distinct, device, batch_size, None), index)
@@ -118,13 +123,15 @@ def open_cache(cache_dir: str, key: str) -> CaptionFeatures | None:
 def caption_features(model, tokenizer, captions, cache_dir: str | None, key: str, device, rank: int = 0,
                      batch_size: int = 512, poll_s: float = 0.5) -> CaptionFeatures:
     """Normalised caption embeddings of every row: from the cache when it is complete; else rank 0 builds it
-    (`captions()` gives the caption column, read only then) and the other ranks wait for its marker."""
+    (`captions()` gives the caption column's batches, read only then) and the other ranks wait for its marker."""
     if cache_dir:
         cached = open_cache(cache_dir, key)
         if cached is not None:
             return cached
     if rank == 0 or not cache_dir:
-        return build_cache(model, tokenizer, captions(), cache_dir, key, device, batch_size)
+        features = build_cache(model, tokenizer, captions, cache_dir, key, device, batch_size)
+        pa.default_memory_pool().release_unused()  # the caption column's pages go back before workers fork
+        return features
     log.info("rank %d: waiting for rank 0 to write the text cache %s", rank, cache_paths(cache_dir, key)["done"])
     while (cached := open_cache(cache_dir, key)) is None:
         time.sleep(poll_s)

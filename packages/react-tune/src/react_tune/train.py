@@ -152,7 +152,8 @@ def train(cfg: TrainConfig) -> dict | None:
 
     cache_dir = cfg.cache_dir or os.path.join(cfg.out, "text-cache")
     if cfg.text_cache:  # one memory-mapped cache for every rank: rank 0 writes it, the others wait for it
-        texts = caption_features(model, tokenizer, rows.captions, cache_dir, cache_key(base, doc["id"]), device, rank)
+        texts = caption_features(model, tokenizer, rows.caption_batches, cache_dir, cache_key(base, doc["id"]),
+                                 device, rank)
     else:  # the uncached path, kept to measure what the cache saves: captions tokenised per batch
         texts = UncachedTexts(model, tokenizer, rows.captions(), device)
     mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
