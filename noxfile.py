@@ -4,8 +4,12 @@
     python3 -m nox -s tests    everything CI runs (also runs tests_index: react-index alone, no torch)
 """
 
+import hashlib
+import json
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import nox
 
@@ -36,18 +40,53 @@ def _ensure_chromium(session):
                 env={"DEBIAN_FRONTEND": "noninteractive"})
 
 
-def _install_all(session):
-    session.install(*TORCH, f"{INDEX}[clip,download]", TUNE, f"{EVAL}[detection]", f"{TOYWORLD}[models]",
-                    *TEST_TOOLS)
+# Every session that needs the whole stack (tests, demo, e2e, reproduce, bench, docs, pretrain) runs in ONE
+# environment, .nox/dev: the pinned torch is the CUDA build (≈ 6 GB installed), and building it once per
+# session cost minutes and gigabytes each. The three packages and the toy world are installed editable, so a
+# code change needs no reinstall; dependencies are reinstalled only when their specification changes (a stamp
+# over the requirement list and the pyproject files). The packaging itself is checked by tests_index, which
+# installs react-index as a user would, into a fresh environment of its own.
+DEV_ENV = Path(".nox") / "dev"
+DEV_REQUIREMENTS = [*TORCH, *TEST_TOOLS, *INDEX_TEST_TOOLS]
+DEV_EDITABLE = [f"{INDEX}[clip,download]", TUNE, f"{EVAL}[detection]", f"{TOYWORLD}[models]"]
 
 
-@nox.session
+def _dev_stamp() -> str:
+    spec = json.dumps([DEV_REQUIREMENTS, DEV_EDITABLE, sys.version_info[:2]])
+    for project in (INDEX, TUNE, EVAL, TOYWORLD):
+        spec += (Path(project) / "pyproject.toml").read_text()
+    return hashlib.sha256(spec.encode()).hexdigest()
+
+
+def _dev(session) -> Path:
+    """The shared environment's bin folder, created or refreshed first when it is missing or out of date."""
+    bin_dir, stamp = DEV_ENV / "bin", DEV_ENV / "installed.sha256"
+    if stamp.exists() and stamp.read_text() == _dev_stamp() and (bin_dir / "python").exists():
+        session.log(f"using the shared environment {DEV_ENV} (up to date; nothing to install)")
+        return bin_dir.resolve()
+    session.log(f"installing the shared environment {DEV_ENV}: torch 2.14.1 + torchvision 0.29.1 (the CUDA build, "
+                "with its CUDA libraries ≈ 3 GB of wheels to download, ≈ 6 GB installed; it also runs on CPU), open_clip, faiss-cpu, pyarrow, "
+                "pycocotools and the three packages (editable) — once; later runs reuse it")
+    if not (bin_dir / "python").exists():
+        session.run(sys.executable, "-m", "venv", str(DEV_ENV), external=True)
+    pip = [str(bin_dir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on"]
+    session.run(*pip, *DEV_REQUIREMENTS, *(arg for spec in DEV_EDITABLE for arg in ("-e", spec)), external=True)
+    stamp.write_text(_dev_stamp())
+    return bin_dir.resolve()
+
+
+def _run_dev(session, *args) -> None:
+    """Run `python ARGS` in the shared environment."""
+    bin_dir = _dev(session)
+    session.run(str(bin_dir / "python"), *args, external=True,
+                env={"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(bin_dir.parent)})
+
+
+@nox.session(venv_backend="none")
 def tests(session):
-    """All tests, in one environment with every package; then react-index alone (tests_index) and lint."""
-    _install_all(session)
-    session.install(*INDEX_TEST_TOOLS)
+    """All tests, in the shared environment with every package; then react-index alone (tests_index) and lint."""
     _ensure_chromium(session)
-    session.run(*PYTEST, "-n", "2", "tests", *session.posargs)
+    _run_dev(session, "-m", *PYTEST, "-n", "2", "tests", *session.posargs)
     session.notify("tests_index")
     session.notify("lint")
 
@@ -63,61 +102,55 @@ def tests_index(session):
     session.run(*PYTEST, "tests/index", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def tests_tune(session):
-    session.install(*TORCH, TUNE, f"{TOYWORLD}[models]", *TEST_TOOLS)
-    session.run(*PYTEST, "tests/tune", *session.posargs)
+    """tests/tune, in the shared environment."""
+    _run_dev(session, "-m", *PYTEST, "tests/tune", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def tests_eval(session):
-    session.install(*TORCH, f"{EVAL}[detection]", f"{TOYWORLD}[models]", *TEST_TOOLS)
-    session.run(*PYTEST, "tests/eval", *session.posargs)
+    """tests/eval, in the shared environment."""
+    _run_dev(session, "-m", *PYTEST, "tests/eval", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def e2e(session):
-    _install_all(session)
-    session.run(*PYTEST, "tests/e2e", *session.posargs)
+    _run_dev(session, "-m", *PYTEST, "tests/e2e", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def demo(session):
     """The main job on the toy world (see README)."""
-    _install_all(session)
-    session.run("python", "scripts/demo.py", *session.posargs)
+    _run_dev(session, "scripts/demo.py", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def reproduce(session):
     """The toy-scale REACT reproduction (docs/reproduction.md): about an hour on 2 CPU cores; not part of CI."""
-    _install_all(session)
-    session.run("python", "scripts/reproduce.py", *session.posargs)
+    _run_dev(session, "scripts/reproduce.py", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def pretrain(session):
     """Remake the committed toy-pretrained base CLIP (toyworld/src/toyworld/weights/) from scratch."""
-    _install_all(session)
-    session.run("python", "-m", "toyworld.pretrain", "demo-out/world", "--commit", *session.posargs)
+    _run_dev(session, "-m", "toyworld.pretrain", "demo-out/world", "--commit", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def docs(session):
     """Regenerate docs/cli.md from the three CLIs' click definitions (a test fails when it is stale)."""
-    _install_all(session)
-    session.run("python", "scripts/gen_cli_docs.py", *session.posargs)
+    _run_dev(session, "scripts/gen_cli_docs.py", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def bench(session):
     """Speed benchmarks, side by side with peer tools (docs/benchmarks.md); results in bench-out/results.json.
 
     `nox -s bench -- p1_build` runs one; REACT_BENCH_N=quick runs small sizes. Peer tools get their own
     venvs under bench-out/venvs/, created on first use.
     """
-    _install_all(session)
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    _run_dev(session, "benchmarks/run.py", *session.posargs)
 
 
 @nox.session

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from chain import ChainConfig, print_table, run_chain
+from chain import ChainConfig, interpretation, print_table, run_chain
 
 
 def main():
@@ -33,6 +33,8 @@ def main():
     print(f"retrieved for them: {rows['rows']} rows, {rows['unique_samples']} distinct samples "
           f"(per class: {dict(zip(rows['classes'], rows['counts_per_class'], strict=True))})")
     print_table(run["table"], cfg.target)
+    trained = json.loads((Path(run["checkpoint"]) / "manifest.json").read_text())["training"]
+    print("  " + interpretation(run["table"], rows["rows"], len(cfg.target), trained["samples_seen"] / rows["rows"]))
     print(f"\nreport: {run['report']}\nall outputs under {cfg.out}/  ({time.perf_counter() - t0:.0f}s)")
 
 
