@@ -9,6 +9,10 @@ Each mode runs benchmarks/p4_train_step.py in its own subprocess (so peak RSS is
     gated-cache     react_tune.model.customize(model, "gated-image"): 6 gated blocks + logit_scale
                     train; caption features computed once (react-tune's frozen-text cache)
     gated-nocache   the same, the text tower run under no_grad every step (--no-text-cache)
+    accum-full      gated-cache with --accum 4: the whole batch's contrastive loss, micro-batches of 8
+                    (features of all without grad first, then each recomputed with grad)
+    accum-split     gated-cache split into 4 independent contrastive micro-batches of 8 (the former --accum);
+                    accum_full_over_split_samples_per_s is the cost of keeping the whole batch
 
 Warm-up steps are untimed; samples/s is timed inside the process over the timed steps. Peak RSS
 is the whole subprocess's (model, optimizer state, activations). Two rounds run the modes
@@ -28,12 +32,14 @@ from benchlib import bench_n, measure, revision
 MODEL = "ViT-B-32"
 BATCH = 32
 ROUNDS = 2
-MODES = ("full", "gated-cache", "gated-nocache")
+MODES = ("full", "gated-cache", "gated-nocache", "accum-full", "accum-split")
+ACCUM = 4
 
 
 def one_mode(mode: str, steps: int, warmup: int, log: Path) -> dict:
     run = measure([sys.executable, str(Path(__file__).with_name("p4_train_step.py")), mode, "--model", MODEL,
-                   "--batch-size", str(BATCH), "--warmup", str(warmup), "--steps", str(steps)], log)
+                   "--batch-size", str(BATCH), "--warmup", str(warmup), "--steps", str(steps), "--accum", str(ACCUM)],
+                  log)
     return run | json.loads(log.read_text().strip().splitlines()[-1])
 
 
@@ -49,7 +55,10 @@ def run(out_dir: Path) -> dict:
               "gated_nocache_over_full_samples_per_s": rate["gated-nocache"] / rate["full"],
               "gated_cache_over_full_peak_rss": rss["gated-cache"] / rss["full"],
               "gated_nocache_over_full_peak_rss": rss["gated-nocache"] / rss["full"],
-              "cache_over_nocache_samples_per_s": rate["gated-cache"] / rate["gated-nocache"]}
+              "cache_over_nocache_samples_per_s": rate["gated-cache"] / rate["gated-nocache"],
+              "accum_full_over_split_samples_per_s": rate["accum-full"] / rate["accum-split"],
+              "accum_full_over_gated_cache_samples_per_s": rate["accum-full"] / rate["gated-cache"],
+              "accum_full_over_split_peak_rss": rss["accum-full"] / rss["accum-split"]}
     ratios = {k: round(v, 3) for k, v in ratios.items()}
     params = {mode: {"trainable": best[mode]["trainable_params"], "frozen": best[mode]["frozen_params"]}
               for mode in ("full", "gated-cache")}

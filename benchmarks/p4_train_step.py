@@ -8,6 +8,10 @@ MODE is one of
     gated-cache     react_tune.model.customize(model, "gated-image"): the gated blocks (+ logit_scale)
                     train, everything else frozen; caption features computed once before the loop
     gated-nocache   the same model, the frozen text tower run under no_grad every step
+    accum-full      gated-cache with --accum A: react-tune's full-batch accumulation (features of all A
+                    micro-batches without grad, then each recomputed with grad against the whole batch)
+    accum-split     gated-cache with the batch split into A independent contrastive micro-batches (what
+                    --accum did before issue 14; the baseline for accum-full's extra forward pass)
 
 The model is open_clip's MODEL with seeded random weights; the batch is seeded random 224 px
 images and tokenised captions (the same in every mode). Loss: open_clip's ClipLoss on normalised
@@ -21,15 +25,25 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import nullcontext
 
 import open_clip
 import torch
 from open_clip.loss import ClipLoss
 
 from react_tune.model import customize, optimizer_groups, parameter_counts
+from react_tune.train import full_batch_backward
 
-MODES = ("full", "gated-cache", "gated-nocache")
+MODES = ("full", "gated-cache", "gated-nocache", "accum-full", "accum-split")
 CAPTION_WORDS = ["red", "blue", "green", "yellow", "circle", "square", "triangle", "star", "striped", "dotted"]
+
+
+class NoScaler:
+    """GradScaler's interface without scaling (fp32 on CPU)."""
+
+    @staticmethod
+    def scale(loss):
+        return loss
 
 
 def batch(model_name: str, size: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,8 +61,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--accum", type=int, default=4, help="micro-batches per step (accum-* modes)")
     args = parser.parse_args()
 
+    if args.model.startswith("react-"):  # a toy model (smoke runs): its config comes with toyworld
+        from toyworld.models import register_configs
+
+        register_configs()
     torch.manual_seed(0)
     model = open_clip.create_model(args.model, pretrained=None)
     size = model.visual.image_size
@@ -63,16 +82,35 @@ def main() -> None:
     loss_fn = ClipLoss()
     model.train()
     cached = None
-    if args.mode == "gated-cache":  # react-tune's frozen-text cache: once per retrieval set, outside the loop
+    if args.mode in ("gated-cache", "accum-full", "accum-split"):  # the frozen-text cache: once, outside the loop
         with torch.no_grad():
             cached = model.encode_text(tokens, normalize=True)
 
+    def accum_step() -> float:
+        opt.zero_grad(set_to_none=True)
+        micro = args.batch_size // args.accum
+        rows = torch.arange(args.batch_size).split(micro)
+        if args.mode == "accum-full":
+            parts = [(images[r], r) for r in rows]
+            counts = [[len(r)] for r in rows]
+            loss = full_batch_backward(model, model, parts, counts, cached, 0, loss_fn, nullcontext, NoScaler(),
+                                       torch.device("cpu"))
+        else:
+            for r in rows:
+                part = loss_fn(model.encode_image(images[r], normalize=True), cached[r], model.logit_scale.exp())
+                (part / args.accum).backward()
+            loss = float(part.detach())
+        opt.step()
+        return loss
+
     def step() -> float:
+        if args.mode.startswith("accum-"):
+            return accum_step()
         opt.zero_grad(set_to_none=True)
         image_features = model.encode_image(images, normalize=True)
         if args.mode == "full":
             text_features = model.encode_text(tokens, normalize=True)
-        elif args.mode == "gated-cache":
+        elif args.mode in ("gated-cache", "accum-full", "accum-split"):
             text_features = cached
         else:
             with torch.no_grad():
@@ -88,6 +126,7 @@ def main() -> None:
     losses = [step() for _ in range(args.steps)]
     seconds = time.perf_counter() - start
     print(json.dumps({"mode": args.mode, "batch_size": args.batch_size, "timed_steps": args.steps,
+                      "accum": args.accum if args.mode.startswith("accum-") else 1,
                       "warmup_steps": args.warmup, "seconds": round(seconds, 3),
                       "seconds_per_step": round(seconds / args.steps, 3),
                       "samples_per_s": round(args.steps * args.batch_size / seconds, 3),
