@@ -168,3 +168,38 @@ def test_results_fingerprinted_by_another_react_eval_say_so(tmp_path):
     assert code == 1 and verdict["failures"][0] == (
         "wds/pets / zeroshot_classification: the dataset was fingerprinted two ways (sha256 in BASE, sha256-listing "
         "in NEW: results of different react-eval versions); re-run BASE with this react-eval to compare")
+
+
+def test_run_suite_then_gate_on_its_mean(toy_root, tiny_weights, model_config, tmp_path):
+    """The whole flow: `run --suite` over two datasets (the suite lists no models: --model is evaluated), then
+    `compare --suite-mean` of the results against themselves passes and against a worse copy fails."""
+    from toyworld.models import TINY
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"datasets:\n  - {{dataset: {toy_root / 'eval' / 'classification'}, task: {CLS}}}\n"
+                     f"  - {{dataset: {toy_root / 'eval' / 'classification_wds'}, task: {CLS}, templates: "
+                     "simple_imagenet}\n")
+    args = ["run", "--model", TINY, "--pretrained", str(tiny_weights), "--model-config", model_config, "--suite",
+            str(suite), "--workers", "0", "--out", str(tmp_path / "base")]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    results = {p.name: json.loads(p.read_text()) for p in (tmp_path / "base").glob("*.json")}
+    assert sorted(r["dataset"] for r in results.values()) == ["classification", "wds/classification_wds"]
+    wds = next(r for r in results.values() if r["dataset"].startswith("wds/"))
+    assert wds["options"]["templates"] == "simple_imagenet" and wds["dataset_checksum"].startswith("sha256-listing:")
+    code, verdict = _compare(tmp_path / "base", tmp_path / "base", "--suite-mean", "--suite-max-drop", "0")
+    assert code == 0 and verdict["suites"][0]["datasets"] == ["classification", "wds/classification_wds"]
+    worse = tmp_path / "worse"
+    worse.mkdir()
+    for name, r in results.items():
+        metrics = {k: (v - 0.02 if k == "acc1" else v) for k, v in r["metrics"].items()}
+        body = {k: r[k] for k in ("dataset", "model", "pretrained", "task", "language", "model_spec", "dataset_uri",
+                                  "dataset_checksum", "n_samples", "seconds")} | {"metrics": metrics}
+        write_manifest(str(worse / name), EVAL_RESULT, body)
+    code, verdict = _compare(tmp_path / "base", worse, "--max-drop", "5", "--suite-max-drop", "1")
+    assert code == 1 and verdict["failures"] == [f"suite mean / {CLS}: dropped 2.00 pt over 2 datasets (limit 1.0)"]
+    # a suite entry with an option react-eval does not have is an error naming it, before anything runs
+    suite.write_text(f"datasets:\n  - {{dataset: {toy_root / 'eval' / 'classification'}, task: {CLS}, "
+                     "template: pets}\n")
+    bad = CliRunner().invoke(main, args)
+    assert bad.exit_code == 1 and "datasets[0] has unknown option(s) template" in bad.output
