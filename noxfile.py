@@ -64,9 +64,10 @@ def _dev(session) -> Path:
     if stamp.exists() and stamp.read_text() == _dev_stamp() and (bin_dir / "python").exists():
         session.log(f"using the shared environment {DEV_ENV} (up to date; nothing to install)")
         return bin_dir.resolve()
-    session.log(f"installing the shared environment {DEV_ENV}: torch 2.14.1 + torchvision 0.29.1 (the CUDA build, "
-                "with its CUDA libraries ≈ 3 GB of wheels to download, ≈ 6 GB installed; it also runs on CPU), open_clip, faiss-cpu, pyarrow, "
-                "pycocotools and the three packages (editable) — once; later runs reuse it")
+    session.log(f"installing the shared environment {DEV_ENV}: torch 2.14.1 + torchvision 0.29.1 (the CUDA build "
+                "with its CUDA libraries: ≈ 3 GB of wheels to download, ≈ 6 GB installed; it also runs on CPU), "
+                "open_clip, faiss-cpu, pyarrow, pycocotools and the three packages (editable) — once; later runs "
+                "reuse it")
     if not (bin_dir / "python").exists():
         session.run(sys.executable, "-m", "venv", str(DEV_ENV), external=True)
     pip = [str(bin_dir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on"]
