@@ -126,7 +126,7 @@ def report(out: Path, results: Path) -> Path:
     html = out / "report.html"
     done = html.exists() and all(html.stat().st_mtime >= p.stat().st_mtime for p in results.glob("*.json"))
     if not done:
-        _cli("react-eval", "report", results, "--html", html)
+        _cli("react-eval", "report", results, "--html", html, "--target-classes", out / "domain" / "classes.txt")
     _step(6, 6, "react-eval report", html, t0, done)
     return html
 

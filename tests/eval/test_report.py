@@ -56,8 +56,8 @@ def test_report_columns_and_legends_show_model_names_and_render_in_chromium(tmp_
             "react:/home/user/runs/pets/ckpt", 0.55)
     legends = []
     chart = reporting._bar_chart
-    monkeypatch.setattr(reporting, "_bar_chart", lambda names, series, title: legends.append(list(series))
-                        or chart(names, series, title))
+    monkeypatch.setattr(reporting, "_bar_chart", lambda names, series, title, *rest: legends.append(list(series))
+                        or chart(names, series, title, *rest))
     out = CliRunner().invoke(main, ["report", str(tmp_path / "a"), str(tmp_path / "b"), "--html",
                                     str(tmp_path / "r.html")])
     assert out.exit_code == 0, out.output
@@ -75,3 +75,30 @@ def test_report_columns_and_legends_show_model_names_and_render_in_chromium(tmp_
     keep = __import__("os").environ.get("REACT_KEEP_SCREENSHOTS")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_target_classes_are_marked_with_a_target_vs_rest_table(tmp_path, monkeypatch):
+    """--target-classes: the customized domain's classes are starred in the charts and the page says how the
+    models do on them and on the rest (the demo's question), from the per-class recalls."""
+    _result(tmp_path / "a", "base", "react-tiny", VENV_WEIGHTS, "react-tiny", 0.40)
+    _result(tmp_path / "b", "react", "react:0123456789ab:react-tiny", VENV_WEIGHTS, "react:/runs/pets/ckpt", 0.70)
+    (tmp_path / "target.txt").write_text("circle\n")
+    marked = []
+    chart = reporting._bar_chart
+    monkeypatch.setattr(reporting, "_bar_chart", lambda names, series, title, target=frozenset():
+                        marked.append(set(target)) or chart(names, series, title, target))
+    out = CliRunner().invoke(main, ["report", str(tmp_path / "a"), str(tmp_path / "b"), "--html",
+                                    str(tmp_path / "r.html"), "--target-classes", str(tmp_path / "target.txt")])
+    assert out.exit_code == 0, out.output
+    assert marked == [{"circle"}]
+    page = (tmp_path / "r.html").read_text()
+    assert "Target classes (★): <span class='target'>circle</span>" in page
+    rows = dict(re.findall(r"<tr><td>(.*?)</td>(.*?)</tr>", page))
+    target_row = next(v for k, v in rows.items() if "target ★" in k)
+    rest_row = next(v for k, v in rows.items() if k.startswith("rest"))
+    assert re.findall(r"<td>([\d.]+)</td>", target_row) == ["40.00", "70.00"]  # circle's recall, per model
+    assert re.findall(r"<td>([\d.]+)</td>", rest_row) == ["60.00", "30.00"]  # square's
+    # without the option nothing is marked
+    marked.clear()
+    assert CliRunner().invoke(main, ["report", str(tmp_path / "a"), "--html", str(tmp_path / "s.html")]).exit_code == 0
+    assert marked == [set()] and "target ★" not in (tmp_path / "s.html").read_text()

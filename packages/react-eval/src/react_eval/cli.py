@@ -89,12 +89,15 @@ def run_command(model, pretrained, model_config, dataset, task, suite, out, devi
 @main.command("report")
 @click.argument("results", nargs=-1, required=True)
 @click.option("--html", "html_out", required=True, help="Where to write the report (an .html file).")
+@click.option("--target-classes", default=None,
+              help="The classes a model was customized for (class file or built-in set): marked ★ in the charts, "
+                   "with a target-vs-rest table per dataset.")
 @friendly_errors
-def report_command(results, html_out):
+def report_command(results, html_out, target_classes):
     """Tables across models × datasets and per-class charts, as one self-contained HTML page."""
     from .reporting import report
 
-    report(results, out=html_out)
+    report(results, out=html_out, target_classes=target_classes)
 
 
 @main.command("compare")

@@ -13,13 +13,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ._domainfiles import load_classes
 from ._manifests import UserError, write_bytes_atomic
 from .gate import main_metrics
 from .results import read_results
 
 CSS = ("body{font:14px system-ui,sans-serif;margin:24px}table{border-collapse:collapse;margin:8px 0 24px}"
        "td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child"
-       "{text-align:left}.best{font-weight:700}img{max-width:100%}")
+       "{text-align:left}.best{font-weight:700}img{max-width:100%}.target{color:#9a3412;font-weight:700}")
+TARGET_COLOUR = "#9a3412"
 
 
 def _path_tail(text: str, parts: int) -> str:
@@ -70,12 +72,17 @@ def _identity(r: dict) -> tuple:
     return r["model"], r.get("pretrained") or "", r.get("model_spec") or r["model"]
 
 
-def _bar_chart(classnames, series: dict[str, list[float]], title: str) -> str:
+def _bar_chart(classnames, series: dict[str, list[float]], title: str, target: frozenset = frozenset()) -> str:
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classnames) * max(1, len(series)) / 2), 3.2), dpi=100)
     width = 0.8 / max(1, len(series))
     for i, (label, values) in enumerate(series.items()):
         ax.bar(np.arange(len(classnames)) + i * width, values, width, label=label)
-    ax.set_xticks(np.arange(len(classnames)) + width * (len(series) - 1) / 2, classnames, rotation=45, ha="right")
+    ax.set_xticks(np.arange(len(classnames)) + width * (len(series) - 1) / 2,
+                  [f"{c} ★" if c in target else c for c in classnames], rotation=45, ha="right")
+    for tick, name in zip(ax.get_xticklabels(), classnames, strict=True):
+        if name in target:  # the target domain's classes, marked as in the page's legend
+            tick.set_color(TARGET_COLOUR)
+            tick.set_fontweight("bold")
     ax.set_ylim(0, 1)
     ax.set_ylabel("per-class recall")
     ax.set_title(title)
@@ -87,21 +94,44 @@ def _bar_chart(classnames, series: dict[str, list[float]], title: str) -> str:
     return f"<img alt='{html.escape(title)}' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
-def report(results_dirs, *, out: str) -> str:
+def _split_table(e, per_class: dict[str, dict], target: frozenset, models: list[str], title: dict) -> str:
+    """Mean per-class recall over the target classes and over the rest, per model (what customization is for)."""
+    classnames = set(next(iter(per_class.values())))
+    inside, rest = sorted(classnames & target), sorted(classnames - target)
+    if not inside:
+        return ""
+    head = "".join(f"<th title='{e(title[m])}'>{e(m)}</th>" for m in models)
+    out = [f"<table><tr><th>mean per-class recall</th>{head}</tr>"]
+    for name, group in ((f"<span class='target'>target ★</span> ({len(inside)} classes)", inside),
+                        (f"rest ({len(rest)} classes)", rest)):
+        if not group:
+            continue
+        cells = "".join("<td></td>" if m not in per_class else
+                        f"<td>{100 * np.mean([per_class[m].get(c) or 0.0 for c in group]):.2f}</td>" for m in models)
+        out.append(f"<tr><td>{name}</td>{cells}</tr>")
+    return "".join(out) + "</table>"
+
+
+def report(results_dirs, *, out: str, target_classes: str | None = None) -> str:
     """Write one self-contained HTML page for the results in `results_dirs` (folders or result files, react-eval's
     or CLIP_benchmark's): per task a table of the main metrics across models × datasets (best in bold) and
-    per-class recall charts. Models are named by `model_labels` (no absolute paths). Returns `out`."""
+    per-class recall charts. Models are named by `model_labels` (no absolute paths). `target_classes` (a class
+    file or built-in set: the domain a model was customized for) marks those classes ★ in the charts and adds a
+    target-vs-rest table per dataset. Returns `out`."""
     folders = [results_dirs] if isinstance(results_dirs, str) else list(results_dirs)
     results = read_results(folders)
     if not results:
         raise UserError(f"no eval results (react-eval or CLIP_benchmark JSON files) in {', '.join(map(str, folders))}")
     e = html.escape
+    target = frozenset(c.name for c in load_classes(target_classes)) if target_classes else frozenset()
     label_of = model_labels(results)
     models = sorted(set(label_of.values()))
     # the whole identity stays one hover away: model, weights, spec as given
     full = {label: " · ".join(dict.fromkeys(p for p in i if p)) for i, label in label_of.items()}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title><style>{CSS}"
-             f"</style></head><body><h1>Evaluation report</h1><p>{len(results)} results, {len(models)} models.</p>"]
+             f"</style></head><body><h1>Evaluation report</h1><p>{len(results)} results, {len(models)} models."
+             + (f" Target classes (★): <span class='target'>{e(', '.join(sorted(target)))}</span>." if target else "")
+             + "</p>"]
     for task in sorted({r["task"] for r in results}):
         rows = [r for r in results if r["task"] == task]
         datasets = sorted({r["dataset"] for r in rows})
@@ -125,7 +155,9 @@ def report(results_dirs, *, out: str) -> str:
             if per_class:
                 classnames = list(next(iter(per_class.values())))
                 series = {m: [v.get(c) or 0.0 for c in classnames] for m, v in per_class.items()}
-                parts.append(_bar_chart(classnames, series, f"{d}: {task}"))
+                if target:
+                    parts.append(_split_table(e, per_class, target, models, full))
+                parts.append(_bar_chart(classnames, series, f"{d}: {task}", target))
     parts.append("<script>window.addEventListener('load',()=>{document.body.dataset.imagesLoaded=[...document"
                  ".images].filter(i=>i.complete&&i.naturalWidth>0).length;});</script></body></html>")
     write_bytes_atomic(out, "".join(parts).encode())
