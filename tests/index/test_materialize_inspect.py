@@ -36,8 +36,9 @@ def retrieved(tmp_path_factory, toy_root):
     finalize(str(root / "store"), [s.name for s in shards], {"name": "x", "pretrained": "y"}, [])
     build_index(str(root / "store"), str(root / "index"), queries=20)
     np.save(root / "q.npy", rng.standard_normal((3, 8)).astype(np.float32))
-    retrieve(str(root / "index"), [TargetClass(c) for c in ("star", "ring", "chevron")], str(root / "r.parquet"), [],
-             "t2i", Selection(k=40), query_embeddings=str(root / "q.npy"))
+    retrieve(str(root / "index"), [TargetClass(c) for c in ("star", "ring", "chevron")], out=str(root / "r.parquet"),
+             templates=[],
+             mode="t2i", selection=Selection(k=40), query_embeddings=str(root / "q.npy"))
     return root
 
 

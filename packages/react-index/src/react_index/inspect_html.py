@@ -66,8 +66,11 @@ i=>i.complete&&i.naturalWidth>0).length;document.body.dataset.imagesLoaded=ok;
 document.getElementById('loaded').textContent=ok+' of '+document.images.length+' images rendered';});</script>"""
 
 
-def inspect(retrieval: str, html_out: str, per_class: int = 12, min_hits: int | None = None) -> dict:
-    """Write the report; returns its statistics (rows per class, duplicates, flagged classes)."""
+def inspect(retrieval: str, out: str, *, per_class: int = 12, min_hits: int | None = None) -> dict:
+    """Write a self-contained HTML gallery of the retrieval set `retrieval` to `out`: per class its row count,
+    score histogram and `per_class` thumbnails; classes with fewer than `min_hits` rows (default: a quarter of the
+    median) are flagged. Returns its statistics (rows per class, duplicates, flagged classes, images shown and not
+    shown). `react-index inspect` runs this."""
     doc = read_retrieval_manifest(retrieval)
     table = pq.read_table(doc["rows_uri"])
     counts = np.array(doc["counts_per_class"])
@@ -113,6 +116,6 @@ def inspect(retrieval: str, html_out: str, per_class: int = 12, min_hits: int | 
                          f"{e(r['caption'] or '')}</div></div>")
         parts.append("</div>")
     parts.append(ONLOAD + "</body></html>")
-    write_bytes_atomic(html_out, "".join(parts).encode())
-    print(f"report -> {html_out}")
+    write_bytes_atomic(out, "".join(parts).encode())
+    print(f"report -> {out}")
     return {"counts_per_class": counts.tolist(), "flagged": flagged, "shared_samples": shared}
