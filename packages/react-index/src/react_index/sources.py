@@ -95,8 +95,19 @@ def _folder_images(uri: str) -> list[str]:
     return [protocol + f if protocol else f for f in files if f.rsplit(".", 1)[-1].lower() in IMAGE_EXTS]
 
 
+def webdataset_folder(uri: str) -> list[str]:
+    """The tar shards directly in a folder laid out as img2dataset / webdataset output (`00000.tar` beside
+    img2dataset's `00000.parquet` and `00000_stats.json` status files, which are not inputs), sorted; [] for a
+    folder holding no tar."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    protocol = uri.split("://", 1)[0] + "://" if "://" in uri else ""
+    tars = sorted(p for p in fs.ls(path, detail=False) if p.lower().endswith(".tar"))
+    return [protocol + p if protocol and not p.startswith(protocol) else p for p in tars]
+
+
 def discover(uris: list[str]) -> list[InputShard]:
-    """Recognise each (expanded) input; output names are unique (a clash gets the input's position)."""
+    """Recognise each (expanded) input; output names are unique (a clash gets the input's position). A folder of
+    tar shards (img2dataset's output) stands for its tars."""
     shards = []
     for uri in uris:
         fs, path = fsspec.core.url_to_fs(uri)
@@ -109,6 +120,10 @@ def discover(uris: list[str]) -> list[InputShard]:
             if is_precomputed(uri):
                 raise SourceError(f"{uri}: precomputed embeddings cannot be mixed with other inputs; "
                                   "ingest them on their own")
+            tars = webdataset_folder(uri)
+            if tars:  # img2dataset / webdataset output: its shards, not its status parquet files
+                shards += [InputShard(t, "tar", _stem(t)) for t in tars]
+                continue
             n = len(_folder_images(uri))
             if n == 0:
                 raise SourceError(f"{uri}: folder holds no images ({', '.join(IMAGE_EXTS)})")
