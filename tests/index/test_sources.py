@@ -122,5 +122,6 @@ def test_an_img2dataset_output_folder_stands_for_its_tar_shards(tmp_path, toy_ro
     shards = discover(expand_inputs([str(out)]))
     assert [(s.kind, s.name, s.uri) for s in shards] == [("tar", "00000", f"{out}/00000.tar"),
                                                          ("tar", "00001", f"{out}/00001.tar")]
+    assert [s.samples for s in shards] == [100, 100]  # from img2dataset's stats: the embedding bar's total
     assert sum(1 for _ in read_samples(shards[0])) == 100
     assert discover(expand_inputs([f"{out}/*.tar"])) == shards  # the same as naming the tars

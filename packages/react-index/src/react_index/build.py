@@ -191,7 +191,10 @@ def tune_search(index, store: Store, modality: str, queries: np.ndarray, truth_s
     knob, limit = search_knobs(index)
     tried = []  # (factor, params, recall, qps)
     value, reached = (1 if knob == "nprobe" else 16), 0.0
-    for factor in rerank_factors(index, rerank):
+    factors = rerank_factors(index, rerank)
+    bar = tqdm(total=len(factors), desc=f"  {modality}: tune {knob or 'exact'}"
+               + (" × re-ranking" if len(factors) > 1 else ""), unit="setting", dynamic_ncols=True, leave=False)
+    for factor in factors:
         def recall(factor=factor) -> float:
             return recall_at_k(store, modality, queries, search(index, queries, k, exclude, store, modality, factor),
                                kth)
@@ -210,6 +213,8 @@ def tune_search(index, store: Store, modality: str, queries: np.ndarray, truth_s
         qps = measure_qps(index, queries, k, store, modality, factor)
         best_before = max((t for t in tried if t[2] >= target), key=lambda t: t[3], default=None)
         tried.append((factor, params, reached, qps))
+        bar.update(1)
+        bar.set_postfix_str(f"r={factor} {params or ''} recall@{k} {reached:.3f}")
         log.debug("tune %s: r=%d %s recall@%d %.4f, %.0f QPS", modality, factor, params, k, reached, qps)
         if reached >= target:
             if best_before is not None and qps < best_before[3]:
@@ -218,6 +223,7 @@ def tune_search(index, store: Store, modality: str, queries: np.ndarray, truth_s
                 break  # the search cannot get cheaper: more candidates would only cost more
         elif len(tried) > 1 and reached < tried[-2][2] + 0.002:
             break  # re-ranking more candidates does not raise the recall the search itself can reach
+    bar.close()
     reaching = [t for t in tried if t[2] >= target]
     factor, params, reached, qps = max(reaching, key=lambda t: t[3]) if reaching else \
         max(tried, key=lambda t: (t[2], t[3]))
@@ -317,8 +323,11 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
             return None
     else:
         if not index.is_trained:
-            print(f"  {modality}: training {key} on {n_train:,} of {n:,} vectors")
+            print(f"  {modality}: training {key} on {n_train:,} of {n:,} vectors (k-means; no progress until it "
+                  "ends) ...", flush=True)
+            started = time.perf_counter()
             _train(index, store, modality, n_train, rng)
+            print(f"  {modality}: trained in {time.perf_counter() - started:.1f}s", flush=True)
         bar = tqdm(total=n, desc=f"  {modality}: add", unit="vec", unit_scale=True, dynamic_ncols=True)
         target, on_gpu = _to_gpu_for_add(index)
         _add_range(target, store, modality, 0, n, chunk_rows, bar)
