@@ -33,6 +33,29 @@ HEADER = (
 )
 
 
+CONVENTIONS = [
+    "## Conventions",
+    "",
+    "The three tools use one vocabulary:",
+    "",
+    "- **Inputs.** A command's main input, the thing it transforms, is a positional argument, named for what it is: "
+    "`SOURCES`, `STORE`, `INDEX_DIR`, `RETRIEVAL` (a retrieval set: its `.parquet`, with the manifest beside it), "
+    "`CHECKPOINT`, `RESULTS`. When a command needs several inputs of equal standing they are named options "
+    "(`react-index query --index DIR --classes FILE`, `react-index adopt --embeddings DIR --index FILE`).",
+    "- **Outputs.** Every output is `--out` (a file or a folder, as the command says).",
+    "- **`--k`** means neighbours per query, and nothing else (`react-index query`). The k of a recall@k target "
+    "is `--recall-at` (`react-index build`, `adopt`); the number of gated blocks is `--blocks` (`react-tune`).",
+    "- **Defaults.** Every option's default is shown below and in `--help`. `--workers` (data-loading worker "
+    "processes) defaults to min(4, CPU count), so a small machine is not oversubscribed; `--batch-size` to 256 "
+    "where it is an embedding batch; `--device auto` takes CUDA when present.",
+    "- **Renamed options** keep their old spelling for one release: it still works, is hidden from help, and "
+    "prints a message on stderr, e.g. \"react-index build: --k is deprecated, use --recall-at (the old spelling goes "
+    "in "
+    "0.3)\". Scripts and CI files should move to the new spelling.",
+    "",
+]
+
+
 def load_clis() -> dict[str, click.Command]:
     """{program name: its click group}, importing each package's cli module."""
     clis = {}
@@ -100,6 +123,8 @@ def _default(option: click.Option, ctx: click.Context) -> str:
     if option.required:
         return "**required**"
     default = option.get_default(ctx, call=False)
+    if isinstance(option.show_default, str):  # a machine-dependent default described in words, e.g. min(4, CPU count)
+        return _text(option.show_default)
     if callable(default):
         return "(computed)"
     if option.is_flag and not option.secondary_opts:
@@ -146,8 +171,10 @@ def render(clis: dict[str, click.Command] | None = None) -> str:
         "",
         "Every command and option of the three tools, as `--help` shows them. For what the commands do and "
         "how to combine them, see [quickstart.md](quickstart.md) and each package's page "
-        "([react-index](react-index.md), [react-tune](react-tune.md), [react-eval](react-eval.md)).",
+        "([react-index](react-index.md), [react-tune](react-tune.md), [react-eval](react-eval.md)). The Python "
+        "functions behind the commands: [api.md](api.md).",
         "",
+        *CONVENTIONS,
     ]
     for prog, group in clis.items():
         parts += [render_command(command, ctx) for command, ctx in walk(group, root_context(prog, group))]

@@ -33,6 +33,8 @@ class DomainError(UserError):
 
 @dataclass(frozen=True)
 class TargetClass:
+    """A class of the target domain: its `name` and the `synonyms` also queried (and counted) for it."""
+
     name: str
     synonyms: tuple[str, ...] = ()
 

@@ -5,7 +5,8 @@
 - openclip.py → `_openclip.py` in every package (open_clip by model name and weights, mistakes named);
 - domainfiles.py → `_domainfiles.py` and domains.json → `domains.json` in react-index and react-eval
   (class, template and synonym files; built-in class names, templates, metrics);
-- loader_protocol.py → `_loader_protocol.py` in react-tune and react-eval (the model-loader plugin contract).
+- loader_protocol.py → `_loader_protocol.py` in react-tune and react-eval (the model-loader plugin contract);
+- cliopts.py → `_cliopts.py` in every package (CLI conventions: deprecated option spellings, default workers).
 
 `--check` exits non-zero when a copy differs from what this script would write.
 """
@@ -26,7 +27,7 @@ def _pkg(name: str) -> Path:
 
 ALL, DOMAIN_USERS, LOADER_USERS = ("index", "tune", "eval"), ("index", "eval"), ("tune", "eval")
 VENDORED = [("manifests.py", ALL), ("imagerows.py", ALL), ("openclip.py", ALL), ("domainfiles.py", DOMAIN_USERS),
-            ("loader_protocol.py", LOADER_USERS)]
+            ("loader_protocol.py", LOADER_USERS), ("cliopts.py", ALL)]
 COPIES = [(ROOT / "vendor" / src, _pkg(n) / f"_{src}", _header(src)) for src, users in VENDORED for n in users]
 COPIES += [(ROOT / "vendor" / "domains.json", _pkg(n) / "domains.json", "") for n in DOMAIN_USERS]
 

@@ -1,5 +1,6 @@
 """`react-index add`: new shards into an index's store and its indexes, with the trained quantizer (no retraining)."""
 
+import importlib
 import json
 import shutil
 
@@ -9,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 from clustered import clustered, write_clip_retrieval_layout
 
-import react_index.add as add_module
 from react_index._manifests import UserError
 from react_index.add import add
 from react_index.build import build_index
@@ -19,6 +19,8 @@ from react_index.precomputed import ingest_precomputed
 from react_index.query import open_index
 from react_index.sharded import empty_copy
 from react_index.store import normalize_float16, open_store
+
+add_module = importlib.import_module("react_index.add")  # `react_index.add` is the function
 
 MODEL = {"name": "ViT-B-32", "pretrained": "laion400m_e32", "pretrained_sha256": None}
 KEY = "IVF64,Flat"

@@ -97,7 +97,8 @@ def _retrieve_own_rows(index_dir, vectors: np.ndarray, rows: np.ndarray, tmp_pat
     """Query the adopted index with the folder's own vectors of `rows` (numeric positions), k = 1."""
     np.save(tmp_path / "q.npy", vectors[rows].astype(np.float32))
     classes = [TargetClass(f"row {r}") for r in rows]
-    retrieve(str(index_dir), classes, str(tmp_path / "own.parquet"), [], "t2i", Selection(k=1),
+    retrieve(str(index_dir), classes, out=str(tmp_path / "own.parquet"), templates=[], mode="t2i",
+             selection=Selection(k=1),
              query_embeddings=str(tmp_path / "q.npy"))
     return sorted(pq.read_table(tmp_path / "own.parquet").to_pylist(), key=lambda r: r["class_index"])
 
@@ -141,7 +142,8 @@ def test_the_infos_search_parameters_are_kept_and_measured(laion, tmp_path):
     low.write_text(json.dumps(doc | {"index_param": "nprobe=1"}))  # fewer lists than autofaiss chose
     adopted = {}
     for name, infos_file in (("as-built", infos), ("nprobe1", str(low))):
-        adopted[name] = adopt(laion["src"], index_file, str(tmp_path / name), infos_file, search_params="infos",
+        adopted[name] = adopt(laion["src"], index_file, out=str(tmp_path / name), infos=infos_file,
+                              search_params="infos",
                               model=MODEL, queries=100)["indexes"]["image"]
     assert adopted["nprobe1"]["search_params"] == {"nprobe": 1}
     assert adopted["as-built"]["search_params"] == {"nprobe": int(doc["index_param"].split("=")[1])}
@@ -154,7 +156,7 @@ def test_the_infos_search_parameters_are_kept_and_measured(laion, tmp_path):
 
 def test_a_text_index_is_adopted_with_modality_text(laion, tmp_path):
     index_file, infos = laion["text_index"]
-    manifest = adopt(laion["src"], index_file, str(tmp_path / "idx"), infos, modality="text", model=MODEL,
+    manifest = adopt(laion["src"], index_file, out=str(tmp_path / "idx"), infos=infos, modality="text", model=MODEL,
                      queries=50)
     entry = manifest["indexes"]["text"]
     assert set(manifest["indexes"]) == {"text"} and entry["index_key"] == "HNSW16"
@@ -163,8 +165,9 @@ def test_a_text_index_is_adopted_with_modality_text(laion, tmp_path):
         independent_recall(index_file, entry, tmp_path / "idx", laion["text"], laion["text"]), abs=1e-6)
     rows = np.arange(5, PARTS * ROWS, 37)
     np.save(tmp_path / "q.npy", laion["text"][rows].astype(np.float32))
-    retrieve(str(tmp_path / "idx"), [TargetClass(f"row {r}") for r in rows], str(tmp_path / "t.parquet"), [],
-             "t2t", Selection(k=1), query_embeddings=str(tmp_path / "q.npy"))
+    retrieve(str(tmp_path / "idx"), [TargetClass(f"row {r}") for r in rows], out=str(tmp_path / "t.parquet"),
+             templates=[],
+             mode="t2t", selection=Selection(k=1), query_embeddings=str(tmp_path / "q.npy"))
     found = sorted(pq.read_table(tmp_path / "t.parquet").to_pylist(), key=lambda r: r["class_index"])
     assert [r["caption"] for r in found] == [f"caption {r}" for r in rows]
 
@@ -177,7 +180,7 @@ def test_an_index_that_does_not_match_the_folder_is_refused(laion, tmp_path):
     faiss.write_index(numeric, str(tmp_path / "numeric.index"))
     with pytest.raises(_manifests.UserError, match=r"numeric.index: only \d+% of \d+ stored vectors .* find "
                                                    r"themselves .*paths sorted as text"):
-        adopt(laion["src"], str(tmp_path / "numeric.index"), str(tmp_path / "a"), model=MODEL, queries=20)
+        adopt(laion["src"], str(tmp_path / "numeric.index"), out=str(tmp_path / "a"), model=MODEL, queries=20)
     assert not (tmp_path / "a" / "manifest.json").exists()
 
     subset = faiss.IndexFlatIP(DIM)
@@ -190,13 +193,13 @@ def test_an_index_that_does_not_match_the_folder_is_refused(laion, tmp_path):
     l2.add(image)
     faiss.write_index(l2, str(tmp_path / "l2.index"))
     with pytest.raises(_manifests.UserError, match="not inner product.*--metric_type ip"):
-        adopt(laion["src"], str(tmp_path / "l2.index"), str(tmp_path / "c"), model=MODEL)
+        adopt(laion["src"], str(tmp_path / "l2.index"), out=str(tmp_path / "c"), model=MODEL)
 
 
 def test_a_changed_index_file_is_refused_by_query(laion, tmp_path):
     index_file = tmp_path / "knn.index"
     shutil.copy(laion["image_index"][0], index_file)
-    adopt(laion["src"], str(index_file), str(tmp_path / "idx"), model=MODEL, queries=20, mmap=False)
+    adopt(laion["src"], str(index_file), out=str(tmp_path / "idx"), model=MODEL, queries=20, mmap=False)
     assert read_manifest(str(tmp_path / "idx" / "manifest.json"), INDEX)["indexes"]["image"]["mmap"] is False
     np.save(tmp_path / "q.npy", laion["text"][:2].astype(np.float32))
     (tmp_path / "classes.txt").write_text("a\nb\n")
@@ -210,13 +213,14 @@ def test_a_changed_index_file_is_refused_by_query(laion, tmp_path):
     assert "Adopt the index again" in out.output
     index_file.unlink()
     with pytest.raises(ChangedFileError, match=re.escape(f"{index_file}: missing")):
-        retrieve(str(tmp_path / "idx"), [TargetClass("a"), TargetClass("b")], str(tmp_path / "s2.parquet"), [],
+        retrieve(str(tmp_path / "idx"), [TargetClass("a"), TargetClass("b")], out=str(tmp_path / "s2.parquet"),
+                 templates=[],
                  query_embeddings=str(tmp_path / "q.npy"))
 
 
 def test_docs_show_every_key_an_adopted_index_writes(laion, tmp_path):
     index_file, infos = laion["image_index"]
-    written = adopt(laion["src"], index_file, str(tmp_path / "idx"), infos, model=MODEL, queries=20)
+    written = adopt(laion["src"], index_file, out=str(tmp_path / "idx"), infos=infos, model=MODEL, queries=20)
     example = doc_block('"adopted"')
     _manifests.validate(example, _manifests.INDEX, "react-index", "docs/manifests.md adopted index example")
     assert example["id"] == spec_id(example)

@@ -94,7 +94,7 @@ def downloaded(tmp_path):
 def test_attach_maps_samples_back_by_id_then_url_and_counts_failures_per_class(downloaded, tmp_path):
     rows, folder, disk = downloaded
     out = tmp_path / "i2d" / "attached.parquet"  # inside the download folder: not mistaken for a shard parquet
-    doc = attach(rows, str(folder), str(out))
+    doc = attach(rows, str(folder), out=str(out))
     got = {(r["class_name"], r["sample_id"]): r for r in pq.read_table(out).to_pylist()}
     assert set(got) == {("star", 0), ("star", 2), ("ring", 0), ("ring", 4), ("ring", 5), ("ring", 6)}
     for (_, sid), r in got.items():
@@ -127,10 +127,10 @@ def test_attach_refuses_a_folder_without_matches_or_output(downloaded, tmp_path)
     rows, _, _ = downloaded
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no img2dataset output"):
-        attach(rows, str(tmp_path / "empty"), str(tmp_path / "x.parquet"))
+        attach(rows, str(tmp_path / "empty"), out=str(tmp_path / "x.parquet"))
     other = _set(tmp_path / "other", [(50, "star", "http://nowhere/50.jpg", None)])
     with pytest.raises(UserError, match="no row .* matches"):
-        attach(other, str(tmp_path / "i2d"), str(tmp_path / "y.parquet"))
+        attach(other, str(tmp_path / "i2d"), out=str(tmp_path / "y.parquet"))
 
 
 @pytest.mark.parametrize(("message", "reason"), [
@@ -156,8 +156,9 @@ def test_query_export_urls_writes_img2datasets_input(toy_root, tmp_path):
     finalize(str(tmp_path / "store"), [s.name for s in shards], {"name": "x", "pretrained": "y"}, [])
     build_index(str(tmp_path / "store"), str(tmp_path / "index"), queries=20)
     np.save(tmp_path / "q.npy", rng.standard_normal((2, 8)).astype(np.float32))
-    retrieve(str(tmp_path / "index"), [TargetClass("star"), TargetClass("ring")], str(tmp_path / "r.parquet"), [],
-             "t2i", Selection(k=30), query_embeddings=str(tmp_path / "q.npy"), export_urls=str(tmp_path / "u.parquet"))
+    retrieve(str(tmp_path / "index"), [TargetClass("star"), TargetClass("ring")], out=str(tmp_path / "r.parquet"),
+             templates=[], mode="t2i", selection=Selection(k=30), query_embeddings=str(tmp_path / "q.npy"),
+             export_urls=str(tmp_path / "u.parquet"))
     urls, rows = pq.read_table(tmp_path / "u.parquet"), pq.read_table(tmp_path / "r.parquet")
     assert urls.schema.names == ["url", "caption", "sample_id", "class_name"]
     assert urls.num_rows == len(set(rows.column("url").to_pylist())) == len(set(urls.column("url").to_pylist()))

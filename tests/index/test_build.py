@@ -125,3 +125,67 @@ def test_cli_build_and_info_on_a_store(store_20k, tmp_path):
     assert "samples    20,000 in 4 shard(s); modalities image, text" in info.output
     bad = runner.invoke(main, ["build", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "nothing: no such file or folder" in bad.output
+
+
+def _cli_build(*args):
+    return CliRunner().invoke(main, ["build", *args], catch_exceptions=False)
+
+
+def test_a_finished_index_is_reused_with_the_same_inputs_and_options_and_rebuilt_with_force(tmp_path):
+    from clustered import clustered, write_clip_retrieval_layout
+
+    from react_index.precomputed import ingest_precomputed
+
+    model = {"name": "ViT-B-32", "pretrained": "laion400m_e32", "pretrained_sha256": None}
+    image, text = clustered(3_000, 16, seed=5, n_clusters=20)
+    ingest_precomputed(write_clip_retrieval_layout(str(tmp_path / "a"), image, text, 1_500), str(tmp_path / "sa"),
+                       model)
+    ingest_precomputed(write_clip_retrieval_layout(str(tmp_path / "b"), image[:2_000], text[:2_000], 1_000),
+                       str(tmp_path / "sb"), model)
+    out = str(tmp_path / "idx")
+    options = ["--out", out, "--index-key", "IVF16,Flat", "--queries", "20", "--modality", "image"]
+    first = _cli_build(str(tmp_path / "sa"), *options)
+    assert first.exit_code == 0 and "training IVF16,Flat" in first.output and f"index -> {out}\n" in first.output
+    index_file = tmp_path / "idx" / "image.index"
+    before = (index_file.stat().st_mtime_ns, (tmp_path / "idx" / "manifest.json").read_text())
+
+    again = _cli_build(str(tmp_path / "sa"), *options)  # the same command: nothing is rebuilt
+    assert again.exit_code == 0 and "(reused" in again.output and "training" not in again.output
+    assert (index_file.stat().st_mtime_ns, (tmp_path / "idx" / "manifest.json").read_text()) == before
+
+    changed = _cli_build(str(tmp_path / "sa"), *options, "--target-recall", "0.9")  # an option changed
+    assert changed.exit_code == 1 and "--target-recall (built with 0.95, now 0.9)" in changed.output
+    assert "--force" in changed.output and "another --out" in changed.output
+    other = _cli_build(str(tmp_path / "sb"), *options)  # another input store
+    assert other.exit_code == 1 and "changed: the store" in other.output and "2,000 rows" in other.output
+    assert (index_file.stat().st_mtime_ns, (tmp_path / "idx" / "manifest.json").read_text()) == before
+
+    forced = _cli_build(str(tmp_path / "sb"), *options, "--force")
+    assert forced.exit_code == 0 and "training IVF16,Flat" in forced.output and "reused" not in forced.output
+    manifest = read_manifest(str(tmp_path / "idx" / "manifest.json"), INDEX)
+    assert manifest["indexes"]["image"]["ntotal"] == 2_000
+    assert json.loads((tmp_path / "idx" / "build.json").read_text())["store"]["rows"] == 2_000
+    assert "(reused" in _cli_build(str(tmp_path / "sb"), *options).output
+
+
+def test_build_sources_says_where_the_store_went_and_reuses_both(tmp_path):
+    from clustered import clustered, write_clip_retrieval_layout
+
+    image, text = clustered(1_200, 16, seed=6, n_clusters=10)
+    folder = write_clip_retrieval_layout(str(tmp_path / "pre"), image, text, 600)
+    args = [folder, "--out", str(tmp_path / "idx"), "--model", "ViT-B-32", "--pretrained", "x", "--queries", "10",
+            "--modality", "text"]
+    first = _cli_build(*args)
+    assert first.exit_code == 0, first.output
+    assert f"store -> {tmp_path / 'idx' / 'store'}  (1,200 samples" in first.output
+    second = _cli_build(*args)
+    assert second.exit_code == 0 and "(reused" in second.output
+
+
+def test_an_index_this_build_did_not_make_is_refused_not_overwritten(tmp_path, store_20k):
+    store_dir, _, _ = store_20k
+    out = tmp_path / "idx"
+    build_index(str(store_dir), str(out), index_key="IVF16,Flat", queries=10, modalities=["text"])
+    (out / "build.json").unlink()  # as an adopted index or one from an older react-index
+    result = _cli_build(str(store_dir), "--out", str(out), "--index-key", "IVF16,Flat", "--queries", "10")
+    assert result.exit_code == 1 and "no build.json" in result.output and "--force" in result.output

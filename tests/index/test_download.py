@@ -132,7 +132,7 @@ def _set_rows(doc) -> list[dict]:
 
 def test_every_failure_is_counted_per_reason_and_per_class_and_never_stops_the_run(hostile_set, server, tmp_path,
                                                                                      capsys):
-    doc = download(str(hostile_set), str(tmp_path / "out"), DownloadOptions(**OPTS))
+    doc = download(str(hostile_set), str(tmp_path / "out"), options=DownloadOptions(**OPTS))
     printed = capsys.readouterr().out
     d = doc["download"]
     assert d["failures"] == FAILURES
@@ -177,11 +177,11 @@ def test_every_failure_is_counted_per_reason_and_per_class_and_never_stops_the_r
 
 def test_a_rerun_fetches_only_what_failed_transiently(hostile_set, server, tmp_path):
     out = str(tmp_path / "out")
-    first = download(str(hostile_set), out, DownloadOptions(**OPTS))
+    first = download(str(hostile_set), out, options=DownloadOptions(**OPTS))
     before = {(r["class_name"], r["sample_id"]): r for r in _set_rows(first)}
     server.reset_counts()
     server.down = False  # the host that answered 500 is back
-    second = download(str(hostile_set), out, DownloadOptions(**OPTS))
+    second = download(str(hostile_set), out, options=DownloadOptions(**OPTS))
     assert dict(server.counts) == {"/slow/3/c.jpg": 2, "/truncated/b.jpg": 2, "/down/d.jpg": 1}
     assert second["download"]["failures"] == {k: v for k, v in FAILURES.items() if k != "http_500"}
     assert second["download"]["samples"]["downloaded"] == 7 and second["counts_per_class"] == [3, 2, 4]
@@ -191,11 +191,11 @@ def test_a_rerun_fetches_only_what_failed_transiently(hostile_set, server, tmp_p
     assert read_image_bytes(after[("ring", 10)]["image_uri"], after[("ring", 10)]["image_offset"],
                             after[("ring", 10)]["image_length"]) == IMAGES["d.jpg"]
     server.reset_counts()
-    third = download(str(hostile_set), out, DownloadOptions(**OPTS | {"retries": 0}))
+    third = download(str(hostile_set), out, options=DownloadOptions(**OPTS | {"retries": 0}))
     assert dict(server.counts) == {"/slow/3/c.jpg": 1, "/truncated/b.jpg": 1}
     assert third["rows_sha256"] == second["rows_sha256"]
     server.reset_counts()
-    download(str(hostile_set), out, DownloadOptions(**OPTS | {"retries": 0, "retry_failed": True}))
+    download(str(hostile_set), out, options=DownloadOptions(**OPTS | {"retries": 0, "retry_failed": True}))
     assert server.counts["/status/404/x"] == 1 and server.counts["/text/x"] == 1  # permanent ones, on request
 
 
@@ -249,7 +249,7 @@ def test_a_set_with_bytes_only_needs_no_network(tmp_path, monkeypatch):
     img.write_bytes(IMAGES["a.jpg"])
     rows = write_set(tmp_path / "set", rows_table([(0, "star", None, str(img))]))
     monkeypatch.setitem(sys.modules, "aiohttp", None)
-    doc = download(str(rows), str(tmp_path / "out"), DownloadOptions(progress=False))
+    doc = download(str(rows), str(tmp_path / "out"), options=DownloadOptions(progress=False))
     assert doc["download"]["samples"]["copied"] == 1 and doc["rows"] == 1
     assert np.array_equal(doc["survival"]["rows_after"], [1, 0, 0]) and doc["survival"]["below"] == []
 
@@ -264,7 +264,7 @@ def _paths(value, prefix=""):
 
 
 def test_docs_show_every_key_download_writes(hostile_set, tmp_path):
-    doc = download(str(hostile_set), str(tmp_path / "out"), DownloadOptions(**OPTS))
+    doc = download(str(hostile_set), str(tmp_path / "out"), options=DownloadOptions(**OPTS))
     text = (Path(__file__).resolve().parents[2] / "docs" / "manifests.md").read_text()
     block = next(b for b in re.findall(r"```jsonc\n(.*?)```", text, re.S) if b.lstrip().startswith('"download"'))
     snippet = json.loads("{" + block + "}")

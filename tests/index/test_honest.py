@@ -96,7 +96,8 @@ def test_laion_image_path_is_a_locator_only_where_its_file_is(tmp_path):
     # the retrieval set's rows are URL-only, so readers fetch their URL instead of failing on a foreign path
     build_index(str(tmp_path / "s1"), str(tmp_path / "index"), queries=2)
     np.save(tmp_path / "q.npy", image[:1].astype(np.float32))
-    retrieve(str(tmp_path / "index"), [TargetClass("x")], str(tmp_path / "set.parquet"), [], "t2i", Selection(k=4),
+    retrieve(str(tmp_path / "index"), [TargetClass("x")], out=str(tmp_path / "set.parquet"), templates=[], mode="t2i",
+             selection=Selection(k=4),
              query_embeddings=str(tmp_path / "q.npy"))
     rows = sorted(pq.read_table(tmp_path / "set.parquet").to_pylist(), key=lambda r: r["sample_id"])
     assert [(r["image_uri"], r["url"]) for r in rows] == [(None, f"file://{web}/{i}.jpg") for i in range(3)] + [
@@ -150,8 +151,9 @@ def _required(spec, prefix="") -> set[str]:
 
 
 def test_docs_examples_hold_every_key_the_writers_write(small, tmp_path):
-    retrieve(str(small / "index"), [TargetClass(c) for c in "abc"], str(tmp_path / "set.parquet"), [], "t2i",
-             Selection(k=5), query_embeddings=str(small / "q.npy"))
+    retrieve(str(small / "index"), [TargetClass(c) for c in "abc"], out=str(tmp_path / "set.parquet"), templates=[],
+             mode="t2i",
+             selection=Selection(k=5), query_embeddings=str(small / "q.npy"))
     written = {_manifests.STORE: json.loads((small / "store" / "manifest.json").read_text()),
                _manifests.INDEX: json.loads((small / "index" / "manifest.json").read_text()),
                _manifests.RETRIEVAL: json.loads((tmp_path / "set.parquet.json").read_text())}

@@ -111,8 +111,9 @@ def test_an_in_place_store_builds_and_queries_like_a_copy(tmp_path):
     sets = []
     for name in ("store", "copy"):
         build_index(str(tmp_path / name), str(tmp_path / f"index-{name}"), queries=20)
-        retrieve(str(tmp_path / f"index-{name}"), classes, str(tmp_path / f"{name}.parquet"), [], "t2i",
-                 Selection(k=8), query_embeddings=str(q))
+        retrieve(str(tmp_path / f"index-{name}"), classes, out=str(tmp_path / f"{name}.parquet"), templates=[],
+                 mode="t2i",
+                 selection=Selection(k=8), query_embeddings=str(q))
         sets.append(pq.read_table(tmp_path / f"{name}.parquet").drop_columns(["source"]).to_pylist())
     scores = [[row.pop("score") for row in rows] for rows in sets]  # the copy re-normalised: float16 rounding
     assert sets[0] == sets[1] and len(sets[0]) == 24 and np.allclose(*scores, atol=1e-3)
@@ -210,8 +211,9 @@ def test_nan_rows_are_kept_in_place_counted_and_never_retrieved(tmp_path, caplog
 
     build_index(str(store.uri), str(tmp_path / "index"), queries=20, modalities=["image"])
     np.save(tmp_path / "q.npy", text[[0, 2 * ROWS + 1]].astype(np.float32))
-    retrieve(str(tmp_path / "index"), [TargetClass("a"), TargetClass("b")], str(tmp_path / "set.parquet"), [],
-             "t2i", Selection(k=PARTS * ROWS), query_embeddings=str(tmp_path / "q.npy"))
+    retrieve(str(tmp_path / "index"), [TargetClass("a"), TargetClass("b")], out=str(tmp_path / "set.parquet"),
+             templates=[],
+             mode="t2i", selection=Selection(k=PARTS * ROWS), query_embeddings=str(tmp_path / "q.npy"))
     rows = pq.read_table(tmp_path / "set.parquet").to_pylist()
     assert nan_row not in {r["sample_id"] for r in rows} and len(rows) == 2 * (PARTS * ROWS - 1)
     order = text_order_rows()

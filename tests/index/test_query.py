@@ -72,7 +72,8 @@ def _brute(vectors, queries, k):
 def test_k_per_template_deduplicated_within_class_matches_brute_force(world, tmp_path):
     root, image, _, _, queries = world
     out = tmp_path / "r.parquet"
-    doc = retrieve(str(root / "index"), CLASSES, str(out), TEMPLATES, "t2i", Selection(k=20),
+    doc = retrieve(str(root / "index"), CLASSES, out=str(out), templates=TEMPLATES, mode="t2i",
+                   selection=Selection(k=20),
                    query_embeddings=str(root / "q.npy"))
     rows = _rows(out)
     expected = _brute(image, queries, 20)
@@ -93,13 +94,13 @@ def test_k_per_template_deduplicated_within_class_matches_brute_force(world, tmp
 
 def test_cross_class_policies(world, tmp_path):
     root = world[0]
-    keep = retrieve(str(root / "index"), CLASSES, str(tmp_path / "keep.parquet"), TEMPLATES, "t2i",
-                    Selection(k=150), query_embeddings=str(root / "q.npy"))
+    keep = retrieve(str(root / "index"), CLASSES, out=str(tmp_path / "keep.parquet"), templates=TEMPLATES, mode="t2i",
+                    selection=Selection(k=150), query_embeddings=str(root / "q.npy"))
     rows = _rows(tmp_path / "keep.parquet")
     ids = [r["sample_id"] for r in rows]
     assert len(ids) > len(set(ids))  # with large K, samples serve several classes (REACT's keep-all)
-    best = retrieve(str(root / "index"), CLASSES, str(tmp_path / "best.parquet"), TEMPLATES, "t2i",
-                    Selection(k=150, cross_class="best-class"), query_embeddings=str(root / "q.npy"))
+    best = retrieve(str(root / "index"), CLASSES, out=str(tmp_path / "best.parquet"), templates=TEMPLATES, mode="t2i",
+                    selection=Selection(k=150, cross_class="best-class"), query_embeddings=str(root / "q.npy"))
     brows = _rows(tmp_path / "best.parquet")
     assert len({r["sample_id"] for r in brows}) == len(brows) == keep["unique_samples"] == best["unique_samples"]
     scores = {}
@@ -112,24 +113,24 @@ def test_cross_class_policies(world, tmp_path):
 def test_per_class_ensemble_threshold_budget_and_near_duplicates(world, tmp_path):
     root, image, _, _, queries = world
     ensemble = _unit(queries.mean(axis=1))
-    retrieve(str(root / "index"), CLASSES, str(tmp_path / "e.parquet"), TEMPLATES, "t2i",
-             Selection(k=10, per="class"), query_embeddings=str(root / "q.npy"))
+    retrieve(str(root / "index"), CLASSES, out=str(tmp_path / "e.parquet"), templates=TEMPLATES, mode="t2i",
+             selection=Selection(k=10, per="class"), query_embeddings=str(root / "q.npy"))
     rows = _rows(tmp_path / "e.parquet")
     for c in range(3):
         want = set(np.argsort(-(image @ ensemble[c]), kind="stable")[:10].tolist())
         assert {r["sample_id"] for r in rows if r["class_index"] == c} == want
     assert {tuple(r["templates"]) for r in rows} == {("ensemble",)}
 
-    retrieve(str(root / "index"), CLASSES, str(tmp_path / "t.parquet"), TEMPLATES, "t2i",
-             Selection(k=50, min_score=0.8, budget=30), query_embeddings=str(root / "q.npy"))
+    retrieve(str(root / "index"), CLASSES, out=str(tmp_path / "t.parquet"), templates=TEMPLATES, mode="t2i",
+             selection=Selection(k=50, min_score=0.8, budget=30), query_embeddings=str(root / "q.npy"))
     rows = _rows(tmp_path / "t.parquet")
     assert all(r["score"] >= 0.8 for r in rows) and all(
         sum(r["class_index"] == c for r in rows) <= 10 for c in range(3))
 
-    dup = retrieve(str(root / "index"), CLASSES, str(tmp_path / "d.parquet"), TEMPLATES, "t2i",
-                   Selection(k=50, near_duplicates=0.999), query_embeddings=str(root / "q.npy"))
-    plain = retrieve(str(root / "index"), CLASSES, str(tmp_path / "p.parquet"), TEMPLATES, "t2i",
-                     Selection(k=50), query_embeddings=str(root / "q.npy"))
+    dup = retrieve(str(root / "index"), CLASSES, out=str(tmp_path / "d.parquet"), templates=TEMPLATES, mode="t2i",
+                   selection=Selection(k=50, near_duplicates=0.999), query_embeddings=str(root / "q.npy"))
+    plain = retrieve(str(root / "index"), CLASSES, out=str(tmp_path / "p.parquet"), templates=TEMPLATES, mode="t2i",
+                     selection=Selection(k=50), query_embeddings=str(root / "q.npy"))
     drows, prows = _rows(tmp_path / "d.parquet"), _rows(tmp_path / "p.parquet")
     c0 = next(r["class_index"] for r in prows if r["sample_id"] == 0)
     in_class = {r["sample_id"] for r in prows if r["class_index"] == c0}
@@ -140,11 +141,13 @@ def test_per_class_ensemble_threshold_budget_and_near_duplicates(world, tmp_path
 
 def test_t2t_searches_the_text_index_and_fusion_is_reciprocal_rank(world, tmp_path):
     root, image, text, _, queries = world
-    retrieve(str(root / "index"), CLASSES, str(tmp_path / "t.parquet"), TEMPLATES, "t2t", Selection(k=5),
+    retrieve(str(root / "index"), CLASSES, out=str(tmp_path / "t.parquet"), templates=TEMPLATES, mode="t2t",
+             selection=Selection(k=5),
              query_embeddings=str(root / "q.npy"))
     rows = _rows(tmp_path / "t.parquet")
     assert {r["sample_id"] for r in rows if r["class_index"] == 1} == set(_brute(text, queries, 5)[1])
-    retrieve(str(root / "index"), CLASSES, str(tmp_path / "f.parquet"), TEMPLATES, "fusion", Selection(k=5),
+    retrieve(str(root / "index"), CLASSES, out=str(tmp_path / "f.parquet"), templates=TEMPLATES, mode="fusion",
+             selection=Selection(k=5),
              query_embeddings=str(root / "q.npy"))
     fused = _rows(tmp_path / "f.parquet")
     for c in range(3):
@@ -169,7 +172,8 @@ def test_query_embeddings_need_no_torch_and_bad_shapes_are_named(world, tmp_path
     assert out.stdout.strip().endswith("False") and "3 classes, " in out.stdout
     np.save(tmp_path / "bad.npy", np.zeros((2, D), np.float32))
     with pytest.raises(ValueError, match=r"bad.npy: query embeddings of shape \(2, 1, 16\); expected \(3, d\)"):
-        retrieve(str(root / "index"), CLASSES, str(tmp_path / "x.parquet"), [], "t2i", Selection(k=5),
+        retrieve(str(root / "index"), CLASSES, out=str(tmp_path / "x.parquet"), templates=[], mode="t2i",
+                 selection=Selection(k=5),
                  query_embeddings=str(tmp_path / "bad.npy"))
 
 
@@ -218,7 +222,7 @@ def test_large_k_on_an_ivf_index_probes_enough_lists(tmp_path):
     queries = _unit(image[[0, 1]].astype(np.float32))
     np.save(tmp_path / "q.npy", queries)
     out = tmp_path / "r.parquet"
-    retrieve(str(tmp_path / "index"), CLASSES[:2], str(out), [], "t2i", Selection(k=k),
+    retrieve(str(tmp_path / "index"), CLASSES[:2], out=str(out), templates=[], mode="t2i", selection=Selection(k=k),
              query_embeddings=str(tmp_path / "q.npy"))
     rows = pq.read_table(out, columns=["class_name", "sample_id"])
     names, ids = np.array(rows.column("class_name")), rows.column("sample_id").to_numpy()

@@ -164,7 +164,7 @@ def test_query_searches_through_reranking_and_its_scores_are_exact(pq_case, pq_b
 
     def run(index_dir, **kw):
         out = tmp_path / f"{index_dir.name}-{kw.get('rerank')}.parquet"
-        doc = retrieve(str(index_dir), classes, str(out), [], "t2i", Selection(k=20),
+        doc = retrieve(str(index_dir), classes, out=str(out), templates=[], mode="t2i", selection=Selection(k=20),
                        query_embeddings=str(tmp_path / "q.npy"), **kw)
         rows = pq.read_table(out).to_pylist()
         recall = np.mean([len({x["sample_id"] for x in rows if x["class_index"] == c}

@@ -98,3 +98,30 @@ def test_unknown_formats_and_name_clashes(tmp_path):
         (tmp_path / sub / "00000.tar").write_bytes(buf.getvalue())
     names = [s.name for s in discover([str(tmp_path / "a" / "00000.tar"), str(tmp_path / "b" / "00000.tar")])]
     assert names == ["00000-00000", "00001-00000"]
+
+
+def test_an_img2dataset_output_folder_stands_for_its_tar_shards(tmp_path, toy_root):
+    """img2dataset writes 00000.tar with 00000.parquet (per-sample status) and 00000_stats.json beside it; the
+    folder itself is an input (its status files are not)."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from react_index.sources import discover, expand_inputs, read_samples
+
+    out = tmp_path / "i2d"
+    out.mkdir()
+    for i, name in enumerate(("00001", "00002")):
+        shutil.copy(toy_root / "corpus" / f"{name}.tar", out / f"{i:05d}.tar")
+        pq.write_table(pa.table({"url": ["http://x/a.jpg"], "status": ["success"], "key": [f"{i:05d}0000"]}),
+                       out / f"{i:05d}.parquet")
+        (out / f"{i:05d}_stats.json").write_text(json.dumps({"successes": 100, "count": 100}))
+    (out / "stats.json").write_text("{}")
+    shards = discover(expand_inputs([str(out)]))
+    assert [(s.kind, s.name, s.uri) for s in shards] == [("tar", "00000", f"{out}/00000.tar"),
+                                                         ("tar", "00001", f"{out}/00001.tar")]
+    assert [s.samples for s in shards] == [100, 100]  # from img2dataset's stats: the embedding bar's total
+    assert sum(1 for _ in read_samples(shards[0])) == 100
+    assert discover(expand_inputs([f"{out}/*.tar"])) == shards  # the same as naming the tars

@@ -51,7 +51,8 @@ def test_every_input_format_gives_the_same_embeddings(tmp_path, toy_root, tiny_w
     sources = {"tar": shard, "folder": folder, "bytes": tmp_path / "bytes.parquet", "paths": tmp_path / "paths.parquet"}
     results = {}
     for name, src in sources.items():
-        manifest = embed([str(src)], str(tmp_path / f"store-{name}"), TINY, str(tiny_weights), batch_size=16, workers=1)
+        manifest = embed([str(src)], str(tmp_path / f"store-{name}"), model=TINY, pretrained=str(tiny_weights),
+                         batch_size=16, workers=1)
         assert manifest["counts"]["samples"] == 100
         results[name] = {m: _vectors(tmp_path / f"store-{name}", m) for m in ("image", "text")}
     for name in ("folder", "bytes", "paths"):
@@ -66,19 +67,20 @@ def test_every_input_format_gives_the_same_embeddings(tmp_path, toy_root, tiny_w
 
 
 def test_stored_vectors_are_normalised_float16_and_the_model_is_recorded(tmp_path, toy_root, tiny_weights):
-    manifest = embed([str(toy_root / "corpus" / "00001.tar")], str(tmp_path / "s"), TINY, str(tiny_weights),
+    manifest = embed([str(toy_root / "corpus" / "00001.tar")], str(tmp_path / "s"), model=TINY,
+                     pretrained=str(tiny_weights),
                      batch_size=32, workers=0)
     raw = np.load(tmp_path / "s" / "img_emb" / "img_emb_00001.npy")
     assert raw.dtype == np.float16 and raw.shape == (100, 64)
     assert np.allclose(np.linalg.norm(raw.astype(np.float32), axis=1), 1, atol=2e-3)
     assert manifest["model"]["pretrained_sha256"].startswith("sha256:") and manifest["dim"] == 64
     with pytest.raises(SourceError, match="this store was embedded with .*write to a new --out"):
-        embed([str(toy_root / "corpus" / "00001.tar")], str(tmp_path / "s"), TINY, None, workers=0)
+        embed([str(toy_root / "corpus" / "00001.tar")], str(tmp_path / "s"), model=TINY, pretrained=None, workers=0)
 
 
 def test_interrupted_run_resumes_to_the_same_store(tmp_path, toy_root, tiny_weights, monkeypatch):
     sources = [f"{toy_root}/corpus/{{00000..00003}}.tar"]
-    whole = embed(sources, str(tmp_path / "whole"), TINY, str(tiny_weights), batch_size=32, workers=0)
+    whole = embed(sources, str(tmp_path / "whole"), model=TINY, pretrained=str(tiny_weights), batch_size=32, workers=0)
     calls = []
     real = react_index.clip_embed.write_shard
 
@@ -90,11 +92,12 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path, toy_root, tiny_weig
 
     monkeypatch.setattr(react_index.clip_embed, "write_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        embed(sources, str(tmp_path / "resumed"), TINY, str(tiny_weights), batch_size=32, workers=0)
+        embed(sources, str(tmp_path / "resumed"), model=TINY, pretrained=str(tiny_weights), batch_size=32, workers=0)
     assert not (tmp_path / "resumed" / "manifest.json").exists()
     assert sorted(p.name for p in (tmp_path / "resumed" / "shards").iterdir()) == ["00000.json", "00001.json"]
     monkeypatch.setattr(react_index.clip_embed, "write_shard", real)
-    resumed = embed(sources, str(tmp_path / "resumed"), TINY, str(tiny_weights), batch_size=32, workers=0)
+    resumed = embed(sources, str(tmp_path / "resumed"), model=TINY, pretrained=str(tiny_weights), batch_size=32,
+                    workers=0)
     assert resumed["id"] == whole["id"]
     assert _files(tmp_path / "resumed") == _files(tmp_path / "whole")
 
@@ -130,12 +133,14 @@ def test_corrupt_samples_are_counted_and_bad_shards_named(tmp_path, tiny_weights
     write_corpus(tmp_path / "c", World(), 30, samples_per_shard=10, image_size=32,
                  broken=("corrupt_jpeg", "empty_caption", "truncated_tar"))
     good = [f"{tmp_path}/c/{{00000..00002}}.tar"]
-    manifest = embed(good, str(tmp_path / "s"), TINY, str(tiny_weights), workers=0)
+    manifest = embed(good, str(tmp_path / "s"), model=TINY, pretrained=str(tiny_weights), workers=0)
     assert manifest["counts"] == {"samples": 30, "skipped": {"corrupt_image": 1, "empty_caption": 1}}
     assert manifest["shards"][2]["skipped"] == {"corrupt_image": 1, "empty_caption": 1}
     with pytest.raises(SourceError, match=r"00003.tar: unreadable tar input.*--skip-bad-shards"):
-        embed([*good, f"{tmp_path}/c/00003.tar"], str(tmp_path / "s2"), TINY, str(tiny_weights), workers=0)
-    manifest = embed([*good, f"{tmp_path}/c/00003.tar"], str(tmp_path / "s3"), TINY, str(tiny_weights), workers=0,
+        embed([*good, f"{tmp_path}/c/00003.tar"], str(tmp_path / "s2"), model=TINY, pretrained=str(tiny_weights),
+              workers=0)
+    manifest = embed([*good, f"{tmp_path}/c/00003.tar"], str(tmp_path / "s3"), model=TINY,
+                     pretrained=str(tiny_weights), workers=0,
                      skip_bad_shards=True)
     assert manifest["counts"]["skipped"] == {"corrupt_image": 1, "empty_caption": 1, "unreadable_shard": 1}
     assert manifest["counts"]["samples"] == 30 and manifest["shards"][3]["samples"] == 0

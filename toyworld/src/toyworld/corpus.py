@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .captions import alt_text
 from .draw import Placed, jpeg_bytes, render
@@ -76,6 +77,8 @@ def write_corpus(out_dir: str | Path, world: World, n_samples: int, samples_per_
     n_shards = max(1, -(-n_samples // samples_per_shard))
     shape_counts, named_counts = Counter(), Counter()
     shards, bad = [], {kind: [] for kind in broken}
+    bar = tqdm(total=n_samples, desc=f"toy world: corpus ({n_shards} shards)", unit="img", dynamic_ncols=True,
+               disable=n_samples < 2_000)  # the tests' tiny worlds stay quiet
     for s in range(n_shards):
         members = []
         lo, hi = s * samples_per_shard, min(n_samples, (s + 1) * samples_per_shard)
@@ -84,11 +87,13 @@ def write_corpus(out_dir: str | Path, world: World, n_samples: int, samples_per_
             shape_counts[sample["shape"]] += 1
             named_counts[sample["named_shape"] or "<none>"] += 1
             members += _members(sample_key(s, index - lo), sample, image_size)
+            bar.update(1)
         if s == n_shards - 1:
             members += _broken_members(world, s, hi - lo, image_size, broken, bad)
         name = f"{s:05d}.tar"
         write_tar(out / name, members)
         shards.append({"name": name, "samples": len(members) // 3})
+    bar.close()
     if "truncated_tar" in broken:
         name = f"{n_shards:05d}.tar"
         data = (out / shards[0]["name"]).read_bytes()

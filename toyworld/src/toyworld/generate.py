@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .corpus import write_corpus
 from .evalsets import write_classification_folder, write_classification_wds, write_detection, write_retrieval
 from .tario import write_file
@@ -36,12 +38,25 @@ def write_world(root: str | Path, preset: str = "tiny", seed: int = 0, broken: t
     if done.exists() and json.loads(done.read_text()) == request:
         return request | {"reused": True}
     world = World(seed=seed)
+    quiet = p["n_samples"] < 2_000  # the tests' tiny worlds take a second; the demo's take minutes
+    if not quiet:
+        print(f"toy world ({preset}): {p['n_samples']:,} corpus images, then 5 evaluation sets -> {root}", flush=True)
     write_corpus(root / "corpus", world, p["n_samples"], p["samples_per_shard"], p["image_size"], broken)
     ev = root / "eval"
-    write_classification_folder(ev / "classification", world, p["per_class"], p["image_size"])
-    write_classification_folder(ev / "classification_train", world, p["per_class"], p["image_size"], split="train")
-    write_classification_wds(ev / "classification_wds", world, p["per_class"], p["image_size"])
-    write_retrieval(ev / "retrieval", world, p["retrieval_images"], image_size=p["image_size"])
-    write_detection(ev / "detection", world, p["detection_images"], p["detection_size"])
+    steps = [
+        ("classification", lambda: write_classification_folder(ev / "classification", world, p["per_class"],
+                                                               p["image_size"])),
+        ("classification_train", lambda: write_classification_folder(ev / "classification_train", world,
+                                                                     p["per_class"], p["image_size"], split="train")),
+        ("classification_wds", lambda: write_classification_wds(ev / "classification_wds", world, p["per_class"],
+                                                                p["image_size"])),
+        ("retrieval", lambda: write_retrieval(ev / "retrieval", world, p["retrieval_images"],
+                                              image_size=p["image_size"])),
+        ("detection", lambda: write_detection(ev / "detection", world, p["detection_images"], p["detection_size"])),
+    ]
+    bar = tqdm(steps, desc="toy world: eval sets", unit="set", dynamic_ncols=True, disable=quiet)
+    for name, write in bar:
+        bar.set_postfix_str(name)
+        write()
     write_file(done, json.dumps(request, indent=2).encode())
     return request | {"reused": False}

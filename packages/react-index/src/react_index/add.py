@@ -179,12 +179,16 @@ def _remeasure(index, store, modality: str, entry: dict, folder: str, target_rec
                                  "excludes_self": exclude is not None}}
 
 
-def add(index_dir: str, sources, model: str | None = None, pretrained: str | None = None, batch_size: int = 256,
-        workers: int = 4, device: str | None = None, skip_bad_shards: bool = False, image_column: str = "image",
-        caption_column: str = "caption", images_root: str | None = None, target_recall: float = 0.95,
-        max_memory: str | int = "4G", seed: int = 0, rerank: bool | int | str = "auto") -> dict | None:
-    """Add `sources` to the store of the index at `index_dir` and to its indexes; returns the new index manifest
-    (the old one when every source was already added; None on torchrun ranks other than 0 while embedding)."""
+def add(index_dir: str, sources, *, model: str | None = None, pretrained: str | None = None, batch_size: int = 256,
+        workers: int | None = None, device: str | None = None, skip_bad_shards: bool = False,
+        image_column: str = "image", caption_column: str = "caption", images_root: str | None = None,
+        target_recall: float = 0.95, max_memory: str | int = "4G", seed: int = 0, rerank: bool | int | str = "auto",
+        model_config: str | None = None) -> dict | None:
+    """Add `sources` to the store of the index at `index_dir` and to its indexes, without retraining; returns the new
+    index manifest (the old one when every source was already added; None on torchrun ranks other than 0 while
+    embedding). `model` / `pretrained` default to the store's; the other embedding options are `embed`'s. The
+    search parameters are tuned again to `target_recall`; `max_memory` bounds an on-disk index's new lists.
+    `react-index add` runs this."""
     t0 = time.perf_counter()
     budget = check_build_options(max_memory, target_recall, 1, 1, 1)
     index_dir = index_dir.rstrip("/")
@@ -225,8 +229,10 @@ def add(index_dir: str, sources, model: str | None = None, pretrained: str | Non
     staging = f"{store_uri}/adds/{tag}"
     print(f"react-index add: {len(uris)} source(s) into the store {store_uri} (staged in {staging}), then the "
           f"index {index_dir}: {', '.join(manifest['indexes'])}")
-    staged = embed(uris, staging, model or record["name"], record["pretrained"] if pretrained is None else pretrained,
-                   batch_size, workers, device, skip_bad_shards, image_column, caption_column, images_root)
+    staged = embed(uris, staging, model=model or record["name"],
+                   pretrained=record["pretrained"] if pretrained is None else pretrained, batch_size=batch_size,
+                   workers=workers, device=device, skip_bad_shards=skip_bad_shards, image_column=image_column,
+                   caption_column=caption_column, images_root=images_root, model_config=model_config)
     if staged is None:
         return None
     _check_model(staged, base, store_uri)

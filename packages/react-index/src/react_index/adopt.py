@@ -141,9 +141,10 @@ def self_check(index, store: Store, modality: str, rng) -> float:
     return float((hits | same.any(axis=1)).mean())
 
 
-def adopt(embeddings: str, index_file: str, out: str, infos: str | None = None, modality: str = "image",
-          store: str | None = None, model: dict | None = None, images_root: str | None = None,
-          search_params: str = "tune", target_recall: float = 0.95, rerank: str | int = "auto", k: int = 10,
+def adopt(embeddings: str, index_file: str, *, out: str, infos: str | None = None, modality: str = "image",
+          store: str | None = None, model: str | dict | None = None, pretrained: str | None = None,
+          images_root: str | None = None,
+          search_params: str = "tune", target_recall: float = 0.95, rerank: str | int = "auto", recall_at: int = 10,
           queries: int = 500, seed: int = 0, mmap: bool = True) -> dict:
     """Adopt the faiss index `index_file` built over the precomputed folder `embeddings` into the index folder
     `out`; returns its manifest.
@@ -151,7 +152,10 @@ def adopt(embeddings: str, index_file: str, out: str, infos: str | None = None, 
     `search_params`: "tune" (default) tunes nprobe / efSearch and the exact re-ranking factor to `target_recall`
     like `react-index build` (the infos' own parameters are measured too, for comparison); "infos" keeps the
     `index_param` of the autofaiss infos file `infos` as they are. Either way recall@k is re-measured against exact
-    search over the store on `queries` held-out queries and recorded."""
+    search over the store on `queries` held-out queries and recorded. `model` / `pretrained`: the open_clip model
+    that made the embeddings, recorded (unknown when not given; a model record dict is accepted too); unused with
+    an existing `store`. `react-index adopt` runs this."""
+    k = recall_at
     t0 = time.perf_counter()
     check_build_options("1G", target_recall, k, 1, queries)
     check_rerank(rerank)
@@ -175,6 +179,10 @@ def adopt(embeddings: str, index_file: str, out: str, infos: str | None = None, 
     info_doc = read_json(infos, "index infos file") if infos else None
     infos_params = parse_index_param(info_doc.get("index_param", ""), infos) if info_doc else {}
 
+    if not isinstance(model, dict):
+        from .embed import precomputed_model
+
+        model = precomputed_model(model, pretrained) if store is None else None
     the_store = _adopt_store(embeddings, store, out, model or {"name": "unknown", "pretrained": "unknown",
                                                                 "pretrained_sha256": None}, images_root)
     if modality not in the_store.manifest["modalities"]:

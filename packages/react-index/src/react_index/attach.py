@@ -144,10 +144,12 @@ def scan(download_dir: str):
     return by_sid, by_url, failed_sid, failed_url, totals, len(tars), samples
 
 
-def attach(retrieval: str, download_dir: str, out: str, min_survival: float = DEFAULT_MIN_SURVIVAL,
+def attach(retrieval: str, download_dir: str, *, out: str, min_survival: float = DEFAULT_MIN_SURVIVAL,
            verify: bool = False) -> dict:
     """Write `out` (+ sidecar): the rows of `retrieval` whose images img2dataset downloaded into `download_dir`,
-    pointing at their tar members; rows already holding bytes are kept as they are."""
+    pointing at their tar members; rows already holding bytes are kept as they are; returns the new manifest.
+    Classes keeping less than `min_survival` of their rows are warned about; `verify` decodes every attached image
+    (corrupt ones are dropped). `react-index attach` runs this."""
     if not 0 <= min_survival <= 1:
         raise UserError(f"--min-survival is a share in [0, 1], got {min_survival}")
     doc = read_retrieval_manifest(retrieval)

@@ -14,6 +14,7 @@ index (`{modality}.queries.npy`) so anyone can re-measure the recall.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ from faiss.contrib.exhaustive_search import knn_ground_truth
 from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
-from ._manifests import UserError, local_atomic_path, manifest_uri
+from ._manifests import UserError, local_atomic_path, manifest_uri, write_bytes_atomic
 from .indexkey import choose_index_key, estimate_memory, format_bytes, parse_memory, training_size
 from .manifest import INDEX, STORE, lineage_entry, read_manifest, write_manifest
 from .rerank import is_compressed, search_reranked
@@ -190,7 +191,10 @@ def tune_search(index, store: Store, modality: str, queries: np.ndarray, truth_s
     knob, limit = search_knobs(index)
     tried = []  # (factor, params, recall, qps)
     value, reached = (1 if knob == "nprobe" else 16), 0.0
-    for factor in rerank_factors(index, rerank):
+    factors = rerank_factors(index, rerank)
+    bar = tqdm(total=len(factors), desc=f"  {modality}: tune {knob or 'exact'}"
+               + (" × re-ranking" if len(factors) > 1 else ""), unit="setting", dynamic_ncols=True, leave=False)
+    for factor in factors:
         def recall(factor=factor) -> float:
             return recall_at_k(store, modality, queries, search(index, queries, k, exclude, store, modality, factor),
                                kth)
@@ -209,6 +213,8 @@ def tune_search(index, store: Store, modality: str, queries: np.ndarray, truth_s
         qps = measure_qps(index, queries, k, store, modality, factor)
         best_before = max((t for t in tried if t[2] >= target), key=lambda t: t[3], default=None)
         tried.append((factor, params, reached, qps))
+        bar.update(1)
+        bar.set_postfix_str(f"r={factor} {params or ''} recall@{k} {reached:.3f}")
         log.debug("tune %s: r=%d %s recall@%d %.4f, %.0f QPS", modality, factor, params, k, reached, qps)
         if reached >= target:
             if best_before is not None and qps < best_before[3]:
@@ -217,6 +223,7 @@ def tune_search(index, store: Store, modality: str, queries: np.ndarray, truth_s
                 break  # the search cannot get cheaper: more candidates would only cost more
         elif len(tried) > 1 and reached < tried[-2][2] + 0.002:
             break  # re-ranking more candidates does not raise the recall the search itself can reach
+    bar.close()
     reaching = [t for t in tried if t[2] >= target]
     factor, params, reached, qps = max(reaching, key=lambda t: t[3]) if reaching else \
         max(tried, key=lambda t: (t[2], t[3]))
@@ -316,8 +323,11 @@ def build_modality(store: Store, modality: str, folder: str, key: str, max_memor
             return None
     else:
         if not index.is_trained:
-            print(f"  {modality}: training {key} on {n_train:,} of {n:,} vectors")
+            print(f"  {modality}: training {key} on {n_train:,} of {n:,} vectors (k-means; no progress until it "
+                  "ends) ...", flush=True)
+            started = time.perf_counter()
             _train(index, store, modality, n_train, rng)
+            print(f"  {modality}: trained in {time.perf_counter() - started:.1f}s", flush=True)
         bar = tqdm(total=n, desc=f"  {modality}: add", unit="vec", unit_scale=True, dynamic_ncols=True)
         target, on_gpu = _to_gpu_for_add(index)
         _add_range(target, store, modality, 0, n, chunk_rows, bar)
@@ -370,7 +380,7 @@ def is_store(uri: str) -> bool:
 def check_build_options(max_memory, target_recall: float, k: int, shards: int, queries: int) -> int:
     """Refuse option values that cannot build a meaningful index; returns the budget in bytes."""
     budget = parse_memory(max_memory)
-    for option, value in (("--k", k), ("--shards", shards), ("--queries", queries)):
+    for option, value in (("--recall-at", k), ("--shards", shards), ("--queries", queries)):
         if value < 1:
             what = "held-out queries tune the search parameters and measure recall" if option == "--queries" else \
                 "it is a count"
@@ -380,18 +390,85 @@ def check_build_options(max_memory, target_recall: float, k: int, shards: int, q
     return budget
 
 
-def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_key: str | None = None,
-                target_recall: float = 0.95, k: int = 10, shards: int = 1, queries: int = 500, seed: int = 0,
-                modalities=None, rerank: bool | int | str = "auto", wait_timeout: float = WAIT_TIMEOUT) -> dict | None:
-    """Build one index per modality of the store at `store_uri` into the folder `out`; returns the manifest.
-    `rerank`: "auto" tunes the exact re-ranking factor with the search parameters (compressed indexes), "off"
-    never re-ranks, an integer fixes it."""
+BUILD_RECORD = "build.json"  # beside the index manifest: the store state and options it was built from
+
+
+def _build_record(store: Store, options: dict) -> dict:
+    return {"store": {"uri": store.uri, "id": store.manifest["id"], "rows": store.n}, "options": options}
+
+
+def _describe_change(before: dict, now: dict) -> list[str]:
+    changes = []
+    if before["store"]["id"] != now["store"]["id"] or before["store"]["rows"] != now["store"]["rows"]:
+        changes.append(f"the store (built from {before['store']['uri']}, manifest {before['store']['id'][:19]}…, "
+                       f"{before['store']['rows']:,} rows; now {now['store']['uri']}, manifest "
+                       f"{now['store']['id'][:19]}…, {now['store']['rows']:,} rows)")
+    for name, value in now["options"].items():
+        old = before["options"].get(name, "(not recorded)")
+        if old != value:
+            changes.append(f"--{name.replace('_', '-')} (built with {old}, now {value})")
+    return changes
+
+
+def _reuse(out: str, store: Store, options: dict, force: bool) -> dict | None:
+    """The finished index in `out` when it was built from this store state with these options; None when there is
+    none (or `force`). Any other finished index is refused, naming what changed."""
+    fs, path = fsspec.core.url_to_fs(manifest_uri(out))
+    if force or not fs.exists(path):
+        return None
+    manifest = read_manifest(manifest_uri(out), INDEX)
+    record_uri = out.rstrip("/") + "/" + BUILD_RECORD
+    rfs, rpath = fsspec.core.url_to_fs(record_uri)
+    fix = "pass --force to rebuild it, or choose another --out"
+    if not rfs.exists(rpath):
+        raise UserError(f"{out} already holds an index that this build did not make (no {BUILD_RECORD}: adopted, "
+                        f"or built by an older react-index), so it cannot tell whether it matches: {fix}")
+    with rfs.open(rpath, "rb") as f:
+        before = json.loads(f.read())
+    lineage_id = manifest["lineage"][0]["id"] if manifest["lineage"] else None
+    if lineage_id != before["store"]["id"]:
+        raise UserError(f"{out}: the index was changed after it was built (its store is now {lineage_id}, e.g. by "
+                        f"`react-index add`); rebuilding would replace it: {fix}")
+    changes = _describe_change(before, _build_record(store, options))
+    if changes:
+        raise UserError(f"{out} already holds an index built from other inputs or options; changed: "
+                        f"{'; '.join(changes)}. {fix[0].upper() + fix[1:]}")
+    return manifest
+
+
+def build_index(store_uri: str, out: str, *, max_memory: str | int = "4G", index_key: str | None = None,
+                target_recall: float = 0.95, recall_at: int = 10, shards: int = 1, queries: int = 500, seed: int = 0,
+                modalities=None, rerank: bool | int | str = "auto", wait_timeout: float = WAIT_TIMEOUT,
+                force: bool = False) -> dict | None:
+    """Build one faiss index per modality of the embedding store at `store_uri` into the folder `out`; returns the
+    index manifest (None on the ranks other than 0 of a parallel sharded build). `react-index build` runs this.
+
+    The index type is chosen under `max_memory` (or given as `index_key`, a faiss index_factory string), and its
+    search parameters are tuned to reach `target_recall` of recall@`recall_at` against exact search on `queries`
+    held-out queries. `rerank`: "auto" tunes the exact re-ranking factor with the search parameters (compressed
+    indexes), "off" never re-ranks, an integer fixes it. `shards` > 1 builds IVF in shards merged into on-disk
+    lists. A finished index in `out` built from the same store with the same options is reused (returned as it
+    is); one built from another store state or with other options is refused unless `force`."""
+    k = recall_at
     budget = check_build_options(max_memory, target_recall, k, shards, queries)
     rank = start_ranks(store_uri, out, shards, wait_timeout)  # under torchrun / srun: sharded.py
     if rank is None:
         return None
     check_rerank(rerank)  # a bad --rerank is refused before anything is built
     store = open_store(store_uri)
+    options = {"max_memory": budget, "index_key": index_key, "target_recall": target_recall, "recall_at": k,
+               "shards": shards, "queries": queries, "seed": seed, "rerank": rerank,
+               "modality": sorted(modalities or store.manifest["modalities"])}
+    reused = _reuse(out, store, options, force)
+    if reused is not None:
+        print(f"index -> {out} (reused: built from this store with these options; --force rebuilds)")
+        return None if rank else reused
+    if force and not rank:  # the old manifest goes first: a rebuild killed halfway leaves no manifest naming new files
+        fs, _ = fsspec.core.url_to_fs(out)
+        for name in ("manifest.json", BUILD_RECORD):
+            _, path = fsspec.core.url_to_fs(out.rstrip("/") + "/" + name)
+            if fs.exists(path):
+                fs.rm(path)
     if store.n < 2:
         raise UserError(f"{store_uri}: the store holds {store.n} vectors; an index needs at least 2")
     modalities = list(modalities or store.manifest["modalities"])
@@ -422,6 +499,8 @@ def build_index(store_uri: str, out: str, max_memory: str | int = "4G", index_ke
         fs.put(folder.rstrip("/") + "/", out_path, recursive=True)
         shutil.rmtree(folder)
     body = {"model": store.manifest["model"], "dim": store.dim, "metric": "ip", "indexes": entries}
+    write_bytes_atomic(out.rstrip("/") + "/" + BUILD_RECORD,
+                       (json.dumps(_build_record(store, options), indent=2) + "\n").encode())
     manifest = write_manifest(manifest_uri(out), INDEX, body,
                               [lineage_entry(store.manifest, manifest_uri(store.uri))])
     print(f"index -> {out}")

@@ -6,6 +6,7 @@ import logging
 import click
 
 from . import __version__
+from ._cliopts import WORKERS_DEFAULT, default_workers, renamed
 from ._manifests import UserError
 
 MODEL_OPTIONS = [
@@ -14,18 +15,21 @@ MODEL_OPTIONS = [
                       "recorded only, naming the model that made them ('unknown' when not given)."),
     click.option("--pretrained", default=None,
                  help="open_clip pretrained tag (e.g. laion400m_e32) or a local/fsspec weights file. "
-                      "For precomputed embeddings: recorded only, naming the model that made them."),
+                      "For precomputed embeddings: recorded only, naming the model that made them "
+                      "[default: none: random weights when embedding; 'unknown' for precomputed]."),
     click.option("--images-root", default=None,
                  help="Precomputed embeddings: the folder (or fsspec URI) holding the images their metadata's "
                       "image_path names. A path that names no file there (or, if absolute, nowhere) is not used "
-                      "as a locator: the row keeps only its url."),
+                      "as a locator: the row keeps only its url [default: none]."),
     click.option("--in-place", is_flag=True,
                  help="Precomputed embeddings: make the store a manifest over the folder's own float16, unit-norm "
                       "parts (checked on a sample of every part; refused, saying why, otherwise) instead of a copy."),
     click.option("--model-config", type=click.Path(exists=True), default=None,
-                 help="An open_clip model config JSON (or folder of them) to register before loading --model."),
-    click.option("--batch-size", default=256, show_default=True),
-    click.option("--workers", default=4, show_default=True, help="DataLoader workers decoding input shards."),
+                 help="An open_clip model config JSON (or folder of them) to register before loading --model "
+                      "[default: none, open_clip's own configs]."),
+    click.option("--batch-size", default=256, show_default=True, help="Images (and captions) per forward pass."),
+    click.option("--workers", default=default_workers, show_default=WORKERS_DEFAULT, type=click.IntRange(min=0),
+                 help="DataLoader worker processes decoding input shards (0: in the main process)."),
     click.option("--device", default="auto", show_default=True, help="auto (CUDA if present), cpu, cuda, cuda:1…"),
     click.option("--skip-bad-shards", is_flag=True, help="Skip unreadable input shards (recorded in the manifest)."),
     click.option("--image-column", default="image", show_default=True, help="Parquet inputs: image column."),
@@ -61,20 +65,14 @@ def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _register_model_config(model_config):
-    if model_config:
-        from ._manifests import require
-
-        require("open_clip", "pip install 'react-index[clip]'").add_model_config(model_config)
+def _device(device: str) -> str | None:
+    return None if device == "auto" else device
 
 
-def _embed(sources, out, model, pretrained, images_root, in_place, model_config, batch_size, workers, device,
-           skip_bad_shards, image_column, caption_column):
+def _embed(sources, out, device, **options):
     from .embed import embed
 
-    _register_model_config(model_config)
-    return embed(sources, out, model, pretrained, batch_size, workers, None if device == "auto" else device,
-                 skip_bad_shards, image_column, caption_column, images_root, in_place)
+    return embed(sources, out, device=_device(device), **options)
 
 
 @main.command("embed")
@@ -90,18 +88,28 @@ def embed_command(sources, out, **options):
     """
     manifest = _embed(sources, out, **options)
     if manifest is not None:
-        c = manifest["counts"]
-        print(f"store -> {out}  ({c['samples']:,} samples, skipped: {c['skipped'] or 'none'})")
+        _print_store(out, manifest)
+
+
+def _print_store(out, manifest):
+    c = manifest["counts"]
+    print(f"store -> {out}  ({c['samples']:,} samples, skipped: {c['skipped'] or 'none'})")
 
 
 @main.command("build")
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--out", required=True, help="Index folder (local path or fsspec URI).")
-@click.option("--store", default=None, help="Where to put embeddings when SOURCES is a corpus [default: OUT/store].")
+@click.option("--store", default=None,
+              help="Where to put the embeddings when SOURCES is a corpus [default: OUT/store]; unused for a STORE.")
 @click.option("--max-memory", default="4G", show_default=True, help="Memory budget for the index (e.g. 512M, 4G).")
-@click.option("--index-key", default=None, help="A faiss index_factory string instead of the automatic choice.")
-@click.option("--target-recall", default=0.95, show_default=True, help="Recall@k the search parameters are tuned to.")
-@click.option("--k", "k", default=10, show_default=True, help="k of the recall@k target.")
+@click.option("--index-key", default=None,
+              help="A faiss index_factory string instead of the automatic choice [default: chosen under "
+                   "--max-memory].")
+@click.option("--target-recall", default=0.95, show_default=True,
+              help="Recall@k (k: --recall-at) the search parameters are tuned to.")
+@renamed("--k", "--recall-at")
+@click.option("--recall-at", default=10, show_default=True, type=int,
+              help="The k of the recall@k target: neighbours compared with exact search.")
 @click.option("--shards", default=1, show_default=True,
               help="Build IVF in N shards merged into on-disk lists; under torchrun / srun, every process fills "
                    "its share of the shards (the output folder must be shared).")
@@ -114,21 +122,31 @@ def embed_command(sources, out, **options):
                    "store's vectors) with nprobe for the best QPS at the target; 'off'; or a fixed r.")
 @click.option("--modality", "modalities", multiple=True, type=click.Choice(["image", "text"]),
               help="Index only these modalities [default: every one in the store].")
+@click.option("--force", is_flag=True,
+              help="Rebuild even when OUT holds a finished index (by default one built from the same store with "
+                   "the same options is reused, and any other is refused).")
 @with_options(MODEL_OPTIONS)
 @friendly_errors
-def build_command(sources, out, store, max_memory, index_key, target_recall, k, shards, queries, rerank, modalities,
-                  wait_timeout, **options):
-    """Build tuned faiss indexes from an embedding STORE, or from SOURCES (embedded first)."""
+def build_command(sources, out, store, max_memory, index_key, target_recall, recall_at, shards, queries, rerank,
+                  modalities, wait_timeout, force, **options):
+    """Build tuned faiss indexes from an embedding STORE, or from SOURCES (embedded first).
+
+    Rerunning the same command reuses the finished index and says so; a changed store or option is refused
+    (naming it) unless --force.
+    """
     from .build import build_index, check_build_options, check_rerank, is_store
 
-    check_build_options(max_memory, target_recall, k, shards, queries)
+    check_build_options(max_memory, target_recall, recall_at, shards, queries)
     check_rerank(rerank)
     store_uri = sources[0] if len(sources) == 1 and is_store(sources[0]) else None
     if store_uri is None:
         store_uri = store or out.rstrip("/") + "/store"
-        _embed(sources, store_uri, **options)
-    build_index(store_uri, out, max_memory, index_key, target_recall, k, shards, queries, 0, modalities or None,
-                rerank=rerank, wait_timeout=wait_timeout)
+        manifest = _embed(sources, store_uri, **options)
+        if manifest is not None:
+            _print_store(store_uri, manifest)
+    build_index(store_uri, out, max_memory=max_memory, index_key=index_key, target_recall=target_recall,
+                recall_at=recall_at, shards=shards, queries=queries, modalities=modalities or None, rerank=rerank,
+                wait_timeout=wait_timeout, force=force)
 
 
 def _param_name(option) -> str:
@@ -151,7 +169,7 @@ ADD_OPTIONS = [
               help="On-disk (sharded) indexes: memory for the new rows' lists while they are filled.")
 @with_options(ADD_OPTIONS)
 @friendly_errors
-def add_command(index_dir, sources, target_recall, max_memory, model_config, device, **options):
+def add_command(index_dir, sources, target_recall, max_memory, device, **options):
     """Add SOURCES (new tar shards, image folders, parquet, or precomputed embeddings) to the store of the index
     in INDEX_DIR and to its indexes, without retraining: new rows get the ids after the last row.
 
@@ -159,9 +177,7 @@ def add_command(index_dir, sources, target_recall, max_memory, model_config, dev
     """
     from .add import add
 
-    _register_model_config(model_config)
-    add(index_dir, sources, device=None if device == "auto" else device, target_recall=target_recall,
-        max_memory=max_memory, **options)
+    add(index_dir, sources, device=_device(device), target_recall=target_recall, max_memory=max_memory, **options)
 
 
 @main.command("query")
@@ -172,30 +188,39 @@ def add_command(index_dir, sources, target_recall, max_memory, model_config, dev
 @click.option("--templates", default=None,
               help="Prompt templates: a built-in set (openai_imagenet [default], simple_imagenet, pets, food101, …) "
                    "or a file (one per line, {} or {c} marks the class).")
-@click.option("--mode", type=click.Choice(["t2i", "t2t", "i2i", "fusion"]), default="t2i", show_default=True)
+@click.option("--mode", type=click.Choice(["t2i", "t2t", "i2i", "fusion"]), default="t2i", show_default=True,
+              help="t2i: text prompts against the image index (REACT); t2t: against the caption index; i2i: example "
+                   "images (--examples) against the image index; fusion: all of them merged by reciprocal rank.")
 @click.option("--k", "k", default=125, show_default=True, help="Neighbours per query (per template, or per class).")
 @click.option("--per", type=click.Choice(["template", "class"]), default="template", show_default=True,
               help="K per template per class (REACT) or K per class from the prompt-ensemble query.")
 @click.option("--cross-class", type=click.Choice(["keep-all", "best-class"]), default="keep-all", show_default=True,
               help="A sample found for several classes: keep it in each (REACT), or only in its best class.")
 @click.option("--near-duplicates", type=float, default=None,
-              help="Drop samples whose cosine similarity to a better one of the same class exceeds this (e.g. 0.95).")
-@click.option("--min-score", type=float, default=None, help="Drop rows scoring below this.")
-@click.option("--budget", type=int, default=None, help="Total rows; each class keeps its top BUDGET / classes.")
+              help="Drop samples whose cosine similarity to a better one of the same class exceeds this (e.g. 0.95) "
+                   "[default: none dropped].")
+@click.option("--min-score", type=float, default=None, help="Drop rows scoring below this [default: none dropped].")
+@click.option("--budget", type=int, default=None,
+              help="Total rows; each class keeps its top BUDGET / classes [default: no budget].")
 @click.option("--rerank", default="auto", show_default=True,
               help="Exact re-ranking: 'auto' as the index was tuned (its manifest's r), 'off', or r (r·k "
                    "candidates per query re-scored with the store's vectors).")
 @click.option("--query-embeddings", default=None,
-              help="Ready query vectors (.npy, (classes, d) or (classes, templates, d)): no torch needed.")
-@click.option("--examples", default=None, help="i2i / fusion: example images in EXAMPLES/<class name>/*.jpg.")
+              help="Ready query vectors (.npy, (classes, d) or (classes, templates, d)): no torch needed "
+                   "[default: none, prompts are encoded].")
+@click.option("--examples", default=None,
+              help="i2i / fusion: example images in EXAMPLES/<class name>/*.jpg [default: none].")
 @click.option("--model", default=None, help="Text/image encoder [default: the index's model].")
 @click.option("--pretrained", default=None, help="Its weights [default: the index's].")
-@click.option("--model-config", type=click.Path(exists=True), default=None)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--model-config", type=click.Path(exists=True), default=None,
+              help="An open_clip model config JSON (or folder of them) to register before loading the encoder "
+                   "[default: none, open_clip's own configs].")
+@click.option("--device", default="auto", show_default=True,
+              help="Where prompts are encoded: auto (CUDA if present), cpu, cuda, cuda:1…")
 @click.option("--out", required=True, help="Retrieval set .parquet (its manifest is written beside it as .json).")
 @click.option("--export-urls", default=None,
               help="Also write img2dataset's input here (.parquet: url, caption, sample_id, class_name; one row per "
-                   "distinct URL); `react-index attach` maps its download back to the set.")
+                   "distinct URL); `react-index attach` maps its download back to the set [default: not written].")
 @friendly_errors
 def query_command(index_dir, classes, templates, mode, k, per, cross_class, near_duplicates, min_score, budget,
                   rerank, query_embeddings, examples, model, pretrained, model_config, device, out, export_urls):
@@ -203,17 +228,18 @@ def query_command(index_dir, classes, templates, mode, k, per, cross_class, near
     from .domain import load_classes, load_templates
     from .query import Selection, retrieve
 
-    _register_model_config(model_config)
-    selection = Selection(k, per, cross_class, near_duplicates, min_score, budget)
+    selection = Selection(k=k, per=per, cross_class=cross_class, near_duplicates=near_duplicates,
+                          min_score=min_score, budget=budget)
     chosen = load_templates(templates) if templates or not query_embeddings else []
-    retrieve(index_dir, load_classes(classes), out, chosen, mode, selection, query_embeddings, examples, model,
-             pretrained, None if device == "auto" else device, export_urls, rerank=rerank)
+    retrieve(index_dir, load_classes(classes), out=out, templates=chosen, mode=mode, selection=selection,
+             query_embeddings=query_embeddings, examples=examples, model=model, pretrained=pretrained,
+             device=_device(device), export_urls=export_urls, rerank=rerank, model_config=model_config)
 
 
 @main.command("materialize")
 @click.argument("retrieval")
 @click.option("--out", required=True, help="Folder for the new shards and the new retrieval set.")
-@click.option("--samples-per-shard", default=1000, show_default=True)
+@click.option("--samples-per-shard", default=1000, show_default=True, help="Images per output tar shard.")
 @click.option("--download", is_flag=True,
               help="Fetch URL-only rows from their URL: the same as `react-index download` with its defaults.")
 @friendly_errors
@@ -221,7 +247,7 @@ def materialize_command(retrieval, out, samples_per_shard, download):
     """Copy RETRIEVAL's images into new webdataset shards, with a retrieval set pointing at them."""
     from .materialize import materialize
 
-    materialize(retrieval, out, samples_per_shard, download)
+    materialize(retrieval, out, samples_per_shard=samples_per_shard, download=download)
 
 
 @main.command("download")
@@ -235,18 +261,20 @@ def materialize_command(retrieval, out, samples_per_shard, download):
 @click.option("--retries", default=2, show_default=True,
               help="Retries of a transient failure (5xx, 429, timeout, refused/reset, truncated), with backoff.")
 @click.option("--max-bytes", default="32M", show_default=True, help="Larger images are refused (too_large).")
-@click.option("--image-size", type=int, default=None, help="Resize to this many pixels (see --resize-mode).")
+@click.option("--image-size", type=int, default=None,
+              help="Resize to this many pixels (see --resize-mode) [default: not resized].")
 @click.option("--resize-mode", type=click.Choice(["keep_ratio", "center_crop", "border", "no"]), default=None,
               help="As img2dataset: keep_ratio (shorter side = image size), center_crop (then the centre square), "
                    "border (longer side, padded white) [default: keep_ratio with --image-size, else no].")
 @click.option("--encode-format", type=click.Choice(["jpg", "png", "webp"]), default="jpg", show_default=True,
               help="Format of resized (re-encoded) images; unresized JPEG/PNG/WebP/GIF are kept as they came.")
 @click.option("--quality", default=95, show_default=True, help="JPEG/WebP quality of re-encoded images.")
-@click.option("--samples-per-shard", default=1000, show_default=True)
+@click.option("--samples-per-shard", default=1000, show_default=True, help="Images per output tar shard.")
 @click.option("--retry-failed", is_flag=True, help="Also refetch the permanent failures (404, not an image, …).")
 @click.option("--min-survival", default=0.5, show_default=True,
               help="Warn about classes that keep less than this share of their rows.")
-@click.option("--workers", type=int, default=None, help="Decode/resize threads [default: CPU count].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Decode/resize threads (threads, not processes: they wait on the network) [default: CPU count].")
 @friendly_errors
 def download_command(retrieval, out, concurrency, per_host, timeout, retries, max_bytes, image_size, resize_mode,
                      encode_format, quality, samples_per_shard, retry_failed, min_survival, workers):
@@ -263,7 +291,7 @@ def download_command(retrieval, out, concurrency, per_host, timeout, retries, ma
                               resize_mode=resize_mode or ("keep_ratio" if image_size else "no"),
                               encode_format=encode_format, quality=quality, samples_per_shard=samples_per_shard,
                               retry_failed=retry_failed, min_survival=min_survival, workers=workers)
-    download(retrieval, out, options)
+    download(retrieval, out, options=options)
 
 
 @main.command("attach")
@@ -283,21 +311,22 @@ def attach_command(retrieval, download_dir, out, min_survival, verify):
     """
     from .attach import attach
 
-    attach(retrieval, download_dir, out, min_survival, verify)
+    attach(retrieval, download_dir, out=out, min_survival=min_survival, verify=verify)
 
 
 @main.command("inspect")
 @click.argument("retrieval")
-@click.option("--html", "html_out", required=True, help="Where to write the report.")
+@renamed("--html", "--out")
+@click.option("--out", required=True, help="Where to write the HTML report.")
 @click.option("--per-class", default=12, show_default=True, help="Images shown per class.")
 @click.option("--min-hits", type=int, default=None,
               help="Flag classes with fewer rows [default: a quarter of the median].")
 @friendly_errors
-def inspect_command(retrieval, html_out, per_class, min_hits):
+def inspect_command(retrieval, out, per_class, min_hits):
     """Write a self-contained HTML gallery of a retrieval set."""
     from .inspect_html import inspect
 
-    inspect(retrieval, html_out, per_class, min_hits)
+    inspect(retrieval, out, per_class=per_class, min_hits=min_hits)
 
 
 @main.command("adopt")
@@ -306,7 +335,9 @@ def inspect_command(retrieval, html_out, per_class, min_hits):
                    "/ LAION layout). It becomes an in-place store: nothing is copied.")
 @click.option("--index", "index_file", required=True,
               help="The faiss index file (autofaiss, clip-retrieval, LAION's released kNN index), used where it is.")
-@click.option("--infos", default=None, help="autofaiss's index_infos.json: its index_key and index_param.")
+@click.option("--infos", default=None,
+              help="autofaiss's index_infos.json: its index_key and index_param [default: none; the key is read "
+                   "from the index].")
 @click.option("--out", required=True, help="Index folder to write (its manifest; the store goes in OUT/store).")
 @click.option("--modality", type=click.Choice(["image", "text"]), default="image", show_default=True,
               help="Which embeddings the index holds: img_emb (autofaiss's usual input) or text_emb.")
@@ -316,31 +347,36 @@ def inspect_command(retrieval, html_out, per_class, min_hits):
 @click.option("--search-params", type=click.Choice(["tune", "infos"]), default="tune", show_default=True,
               help="tune: nprobe / efSearch and exact re-ranking tuned to --target-recall, as react-index build "
                    "does (the infos' index_param is measured too); infos: keep the infos' index_param.")
-@click.option("--target-recall", default=0.95, show_default=True, help="Recall@k the search parameters are tuned to.")
+@click.option("--target-recall", default=0.95, show_default=True,
+              help="Recall@k (k: --recall-at) the search parameters are tuned to.")
 @click.option("--rerank", default="auto", show_default=True,
               help="Exact re-ranking with the folder's vectors: 'auto' (tuned for compressed indexes), 'off', or r.")
-@click.option("--k", "k", default=10, show_default=True, help="k of the recall@k measured.")
+@renamed("--k", "--recall-at")
+@click.option("--recall-at", default=10, show_default=True, type=int,
+              help="The k of the recall@k measured: neighbours compared with exact search.")
 @click.option("--queries", default=500, show_default=True, help="Held-out queries for tuning and measuring.")
 @click.option("--mmap/--no-mmap", default=True, show_default=True,
               help="Memory-map the index file (indexes larger than RAM) instead of reading it into memory.")
-@click.option("--model", default=None, help="The open_clip model that made the embeddings (recorded; e.g. ViT-B-32).")
-@click.option("--pretrained", default=None, help="Its pretrained tag or weights file (recorded; e.g. laion400m_e32).")
+@click.option("--model", default=None,
+              help="The open_clip model that made the embeddings (recorded; e.g. ViT-B-32) [default: unknown].")
+@click.option("--pretrained", default=None,
+              help="Its pretrained tag or weights file (recorded; e.g. laion400m_e32) [default: unknown].")
 @click.option("--images-root", default=None,
-              help="The folder holding the images the metadata's image_path names (as for embed).")
+              help="The folder holding the images the metadata's image_path names (as for embed) [default: none].")
 @friendly_errors
-def adopt_command(embeddings, index_file, infos, out, modality, store, search_params, target_recall, rerank, k,
-                  queries, mmap, model, pretrained, images_root):
+def adopt_command(embeddings, index_file, infos, out, modality, store, search_params, target_recall, rerank,
+                  recall_at, queries, mmap, model, pretrained, images_root):
     """Adopt a faiss index built by autofaiss / clip-retrieval over a precomputed folder: no rebuild, no copy.
 
     Ids are mapped to the folder's rows in the order those tools read it (paths sorted as text) and checked;
     recall is re-measured against exact search and recorded, as for react-index build.
     """
     from .adopt import adopt
-    from .embed import precomputed_model
 
-    record = precomputed_model(model, pretrained) if store is None else None
-    adopt(embeddings, index_file, out, infos, modality, store, record, images_root, search_params, target_recall,
-          rerank, k, queries, 0, mmap)
+    adopt(embeddings, index_file, out=out, infos=infos, modality=modality, store=store, model=model,
+          pretrained=pretrained,
+          images_root=images_root, search_params=search_params, target_recall=target_recall, rerank=rerank,
+          recall_at=recall_at, queries=queries, mmap=mmap)
 
 
 @main.command("info")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from contextlib import nullcontext
 
@@ -29,8 +30,12 @@ log = logging.getLogger("react_index")
 
 def load_clip(model_name: str, pretrained: str | None, device: torch.device, resolved=None):
     """(model in eval mode on `device`, eval preprocess, tokenizer); mistakes in the name or weights are named."""
+    print(f"react-index: loading {model_name} ({pretrained or 'random weights'}) with open_clip ...", flush=True)
+    started = time.perf_counter()
     model, _, preprocess, tokenizer, _ = create(model_name, pretrained, resolved)
-    return model.eval().to(device), preprocess, tokenizer
+    model = model.eval().to(device)
+    print(f"react-index: {model_name} loaded on {device} in {time.perf_counter() - started:.1f}s", flush=True)
+    return model, preprocess, tokenizer
 
 
 class ShardBatches(IterableDataset):
@@ -115,7 +120,10 @@ def embed_shards(shards: list[InputShard], out: str, model_name: str, pretrained
     loader = DataLoader(dataset, batch_size=None, num_workers=n_workers, pin_memory=dev.type == "cuda",
                         prefetch_factor=4 if n_workers else None)
     pending: dict[int, dict] = {}
-    bar = tqdm(desc="embed", unit="img", dynamic_ncols=True)
+    known = [s.samples for s in shards]  # known up front for image folders, parquet, img2dataset shards
+    total = sum(known) if all(n is not None for n in known) else None
+    bar = tqdm(total=total, desc=f"embed {len(shards)} shard(s)", unit="img", dynamic_ncols=True)
+    done_shards = 0
     with torch.inference_mode():
         for item in loader:
             shard = shards[item["shard"]]
@@ -142,6 +150,8 @@ def embed_shards(shards: list[InputShard], out: str, model_name: str, pretrained
                               for m in ("image", "text")}
                 write_shard(out, shard.name, shard.uri, embeddings, metadata_table(acc["meta"]), item["skipped"])
                 del pending[item["shard"]]
+                done_shards += 1
+                bar.set_postfix_str(f"{done_shards}/{len(shards)} shards written")
     bar.close()
 
 
@@ -164,16 +174,18 @@ class QueryEncoder:
         self.model, self.preprocess, self.tokenizer = load_clip(model_name, pretrained, self.device)
         self.batch_size = batch_size
 
-    def _run(self, items, encode) -> np.ndarray:
+    def _run(self, items, encode, what: str = "queries") -> np.ndarray:
         out = []
         with torch.inference_mode():
-            for lo in range(0, len(items), self.batch_size):
+            for lo in tqdm(range(0, len(items), self.batch_size), desc=f"encode {what}", unit="batch",
+                           dynamic_ncols=True, leave=False, disable=len(items) <= self.batch_size):
                 out.append(encode(items[lo:lo + self.batch_size]).float().cpu().numpy())
         x = np.concatenate(out) if out else np.zeros((0, self.model.visual.output_dim), np.float32)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     def texts(self, texts: list[str]) -> np.ndarray:
-        return self._run(texts, lambda batch: self.model.encode_text(self.tokenizer(batch).to(self.device)))
+        return self._run(texts, lambda batch: self.model.encode_text(self.tokenizer(batch).to(self.device)),
+                         f"{len(texts):,} prompts")
 
     def images(self, images: list[bytes], names: list[str] | None = None) -> np.ndarray:
         """Example images (bytes; `names` say where each came from, for errors)."""
@@ -188,4 +200,4 @@ class QueryEncoder:
         def encode(batch):
             tensors = [self.preprocess(decode(data, name)) for data, name in batch]
             return self.model.encode_image(torch.stack(tensors).to(self.device))
-        return self._run(list(zip(images, names, strict=True)), encode)
+        return self._run(list(zip(images, names, strict=True)), encode, f"{len(images):,} example images")

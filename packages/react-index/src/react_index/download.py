@@ -89,6 +89,8 @@ def transient(reason: str) -> bool:
 
 @dataclass(frozen=True)
 class DownloadOptions:
+    """How `download` fetches (the options of `react-index download`, same names and defaults)."""
+
     concurrency: int = 64  # requests in flight: a laptop; 256-1024 on a cluster node with a fast link
     per_host: int = 8  # requests in flight to one host
     timeout: float = 10.0  # seconds per request
@@ -541,9 +543,10 @@ def _run_async(coro):
         return pool.submit(asyncio.run, coro).result()
 
 
-def download(retrieval: str, out_dir: str, options: DownloadOptions | None = None) -> dict:
-    """Fetch the images of `retrieval` into shards under `out_dir`; returns the new retrieval set's manifest
-    (written to `out_dir/<name of the input rows>.parquet`)."""
+def download(retrieval: str, out_dir: str, *, options: DownloadOptions | None = None) -> dict:
+    """Fetch the images of `retrieval`'s URL-only rows into webdataset shards under `out_dir`; returns the new
+    retrieval set's manifest (written to `out_dir/<name of the input rows>.parquet`). `options`: DownloadOptions
+    (concurrency, timeouts, retries, resizing, …). Needs the [download] extra. `react-index download` runs this."""
     opts = options or DownloadOptions()
     doc = read_retrieval_manifest(retrieval)
     out_dir = out_dir.rstrip("/")

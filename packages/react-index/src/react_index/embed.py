@@ -11,6 +11,7 @@ import logging
 
 import fsspec
 
+from ._cliopts import default_workers
 from ._manifests import require, resolve_model, write_bytes_atomic
 from ._openclip import check_model_name
 from .precomputed import ingest_in_place, ingest_precomputed
@@ -49,15 +50,23 @@ def precomputed_model(model: str | None, pretrained: str | None) -> dict:
     return {"name": model or UNKNOWN, "pretrained": pretrained or UNKNOWN, "pretrained_sha256": None}
 
 
-def embed(sources, out: str, model: str | None = None, pretrained: str | None = None, batch_size: int = 256,
-          workers: int = 4, device: str | None = None, skip_bad_shards: bool = False, image_column: str = "image",
-          caption_column: str = "caption", images_root: str | None = None, in_place: bool = False) -> dict | None:
-    """Embed `sources` into the store `out`; returns its manifest (None on torchrun ranks other than 0).
+def embed(sources, out: str, *, model: str | None = None, pretrained: str | None = None, batch_size: int = 256,
+          workers: int | None = None, device: str | None = None, skip_bad_shards: bool = False,
+          image_column: str = "image", caption_column: str = "caption", images_root: str | None = None,
+          in_place: bool = False, model_config: str | None = None) -> dict | None:
+    """Embed `sources` (tar shards, an img2dataset output folder, image folders, parquet files, or a folder of
+    precomputed embeddings; paths, fsspec URIs, brace patterns or globs) into the store `out`; returns its manifest
+    (None on torchrun ranks other than 0). `react-index embed` runs this.
 
     `model` defaults to ViT-B-32 for images embedded here; for precomputed embeddings it is only recorded, and
     recorded as unknown when not given. `images_root`: where the images named by precomputed metadata's
     `image_path` live (relative paths are resolved against it; paths that name no file are not locators).
-    `in_place`: a precomputed folder becomes a store without copying (precomputed.ingest_in_place)."""
+    `in_place`: a precomputed folder becomes a store without copying (precomputed.ingest_in_place).
+    `workers`: DataLoader worker processes decoding input shards (default min(4, CPU count)); `device`: None picks
+    CUDA when present; `model_config`: an open_clip model config JSON (or folder of them) registered first."""
+    if model_config:
+        require("open_clip", CLIP_INSTALL).add_model_config(model_config)
+    workers = default_workers() if workers is None else workers
     uris = expand_inputs(list(sources))
     precomputed = [u for u in uris if is_precomputed(u)]
     if precomputed:

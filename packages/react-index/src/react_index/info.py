@@ -13,6 +13,8 @@ def _model(m: dict) -> str:
 
 
 def describe(path: str) -> str:
+    """A store, an index or a retrieval set (a folder, a manifest, or a .parquet) in human form: model, counts,
+    skipped samples, index keys, tuned parameters, measured recall, lineage. `react-index info` prints it."""
     path = path.rstrip("/")
     if path.endswith((".parquet", ".parquet.json")):
         doc = read_retrieval_manifest(path)

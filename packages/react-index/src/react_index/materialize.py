@@ -76,14 +76,15 @@ def _image_members(data: bytes) -> dict[int, tuple[int, int]]:
     return out
 
 
-def materialize(retrieval: str, out_dir: str, samples_per_shard: int = 1000, download: bool = False) -> dict:
+def materialize(retrieval: str, out_dir: str, *, samples_per_shard: int = 1000, download: bool = False) -> dict:
     """Copy the images of `retrieval` into `out_dir` shards; returns the new retrieval set's manifest. With
-    `download`, URL-only rows are fetched: that is `react-index download` (download.py) with its defaults."""
+    `download`, URL-only rows are fetched: that is `react-index download` (download.py) with its defaults.
+    `react-index materialize` runs this."""
     if download:
         from .download import DownloadOptions
         from .download import download as fetch
 
-        return fetch(retrieval, out_dir, DownloadOptions(samples_per_shard=samples_per_shard))
+        return fetch(retrieval, out_dir, options=DownloadOptions(samples_per_shard=samples_per_shard))
     doc = read_retrieval_manifest(retrieval)
     table = pq.read_table(doc["rows_uri"])
     out_dir = out_dir.rstrip("/")

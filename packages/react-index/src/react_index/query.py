@@ -43,6 +43,12 @@ ROW_SCHEMA = pa.schema([*RETRIEVAL_COLUMNS, pa.field("source", pa.string()), pa.
 
 @dataclass(frozen=True)
 class Selection:
+    """Which retrieved rows a retrieval set keeps (the options of `react-index query`): the `k` nearest samples
+    per query, `per` "template" (each class × template prompt, REACT) or "class" (the class's prompt ensemble);
+    `cross_class` "keep-all" (a sample may serve several classes) or "best-class"; optionally drop a sample whose
+    cosine similarity to a better one of its class exceeds `near_duplicates`, rows scoring below `min_score`, and
+    keep the top `budget` / classes rows per class."""
+
     k: int = 125
     per: str = "template"  # "template" (K per template per class, REACT) or "class" (K per class, ensemble query)
     cross_class: str = "keep-all"  # or "best-class"
@@ -84,7 +90,7 @@ class Queries:
         return Queries(present, ["ensemble"] * len(present), sums[present])
 
 
-def open_index(index_dir: str, modalities=None, manifest: dict | None = None):
+def open_index(index_dir: str, modalities=None, *, manifest: dict | None = None):
     """(index manifest, store, {modality: faiss index with its tuned search parameters applied}), loading only
     the indexes of `modalities` (default: all). The store must be the one the index was built from (same id):
     row ids mean nothing against another."""
@@ -394,14 +400,33 @@ def rerank_override(rerank: int | str | None, recorded: int = 1) -> int:
     return factor
 
 
-def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: list[str] | None = None,
-             mode: str = "t2i", selection: Selection = Selection(), query_embeddings: str | None = None,
+def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, templates: list[str] | str | None = None,
+             mode: str = "t2i", selection: Selection | None = None, query_embeddings: str | None = None,
              examples: str | None = None, model: str | None = None, pretrained: str | None = None,
-             device: str | None = None, export_urls: str | None = None, rerank: int | str | None = None) -> dict:
-    """Run the domain's queries against the index and write the retrieval set `out` (+ sidecar). `rerank`:
+             device: str | None = None, export_urls: str | None = None, rerank: int | str | None = None,
+             model_config: str | None = None) -> dict:
+    """Run the domain's queries against the index in `index_dir` and write the retrieval set `out` (a .parquet,
+    its manifest beside it as `out.json`); returns the manifest. `react-index query` runs this.
+
+    `classes`: `load_classes(...)`, or what it reads (a file or a built-in set name); `templates`:
+    `load_templates(...)` (prompts with {c}), or what it reads; None: openai_imagenet (none with
+    `query_embeddings`); `mode`: t2i, t2t, i2i
+    or fusion; `selection`: how many rows per query and which to keep (Selection); `query_embeddings`: a .npy of
+    ready query vectors instead of encoding prompts (no torch); `examples`: i2i / fusion example images in
+    EXAMPLES/<class name>/; `export_urls`: also write img2dataset's input list there. `rerank`:
     None / "auto" re-ranks as the index's manifest says (its `rerank` factor), "off" never, an integer r
-    re-scores r·k candidates per query."""
+    re-scores r·k candidates per query. `model` / `pretrained` override the index's encoder; `model_config`: an
+    open_clip model config JSON (or folder) registered first; `device`: None picks CUDA when present."""
+    selection = Selection() if selection is None else selection
+    if isinstance(classes, str):
+        from .domain import load_classes
+
+        classes = load_classes(classes)
+    if isinstance(templates, str):
+        templates = load_templates(templates)
     rerank_override(rerank)  # a bad value is refused before any work
+    if model_config:
+        require("open_clip", CLIP_INSTALL).add_model_config(model_config)
     if mode not in MODES:
         raise UserError(f"--mode {mode!r} is unknown; choose from {', '.join(MODES)}")
     if mode == "i2i" and not examples:
@@ -428,7 +453,7 @@ def retrieve(index_dir: str, classes: list[TargetClass], out: str, templates: li
             if "i2i" not in modes else ""
         clip_embed = require(".clip_embed", CLIP_INSTALL, avoid, package="react_index")  # the [clip] extra
         encoder = clip_embed.QueryEncoder(name, weights or None, device)
-    manifest, store, indexes = open_index(index_dir, {MODE_INDEX[m] for m in modes}, manifest)
+    manifest, store, indexes = open_index(index_dir, {MODE_INDEX[m] for m in modes}, manifest=manifest)
     text = None
     if any(m in ("t2i", "t2t") for m in modes):
         text = embedding_queries(query_embeddings, classes, templates) if query_embeddings else \

@@ -77,6 +77,7 @@ class InputShard:
     kind: str  # "tar" | "folder" | "parquet"
     name: str
     part: tuple[int, int] | None = None  # for folders: [start, stop) in the sorted image list
+    samples: int | None = None  # known up front (folders, parquet, img2dataset shards): the progress bar's total
 
 
 def _stem(uri: str) -> str:
@@ -95,34 +96,68 @@ def _folder_images(uri: str) -> list[str]:
     return [protocol + f if protocol else f for f in files if f.rsplit(".", 1)[-1].lower() in IMAGE_EXTS]
 
 
+def webdataset_folder(uri: str) -> list[str]:
+    """The tar shards directly in a folder laid out as img2dataset / webdataset output (`00000.tar` beside
+    img2dataset's `00000.parquet` and `00000_stats.json` status files, which are not inputs), sorted; [] for a
+    folder holding no tar."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    protocol = uri.split("://", 1)[0] + "://" if "://" in uri else ""
+    tars = sorted(p for p in fs.ls(path, detail=False) if p.lower().endswith(".tar"))
+    return [protocol + p if protocol and not p.startswith(protocol) else p for p in tars]
+
+
+def _tar_samples_known(uri: str) -> int | None:
+    """The samples img2dataset wrote into a tar (its `{shard}_stats.json` "successes"), else None."""
+    stats = uri[: -len(".tar")] + "_stats.json"
+    try:
+        with fsspec.open(stats, "rb") as f:
+            n = json.loads(f.read()).get("successes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) else None
+
+
+def _parquet_rows(uri: str) -> int | None:
+    try:
+        with fsspec.open(uri, "rb") as f:
+            return pq.ParquetFile(f).metadata.num_rows
+    except (OSError, pa.ArrowException):
+        return None  # an unreadable file is reported, by name, when it is read
+
+
 def discover(uris: list[str]) -> list[InputShard]:
-    """Recognise each (expanded) input; output names are unique (a clash gets the input's position)."""
+    """Recognise each (expanded) input; output names are unique (a clash gets the input's position). A folder of
+    tar shards (img2dataset's output) stands for its tars."""
     shards = []
     for uri in uris:
         fs, path = fsspec.core.url_to_fs(uri)
         lower = path.lower()
         if lower.endswith(".tar"):
-            shards.append(InputShard(uri, "tar", _stem(uri)))
+            shards.append(InputShard(uri, "tar", _stem(uri), samples=_tar_samples_known(uri)))
         elif lower.endswith(".parquet"):
-            shards.append(InputShard(uri, "parquet", _stem(uri)))
+            shards.append(InputShard(uri, "parquet", _stem(uri), samples=_parquet_rows(uri)))
         elif fs.isdir(path):
             if is_precomputed(uri):
                 raise SourceError(f"{uri}: precomputed embeddings cannot be mixed with other inputs; "
                                   "ingest them on their own")
+            tars = webdataset_folder(uri)
+            if tars:  # img2dataset / webdataset output: its shards, not its status parquet files
+                shards += [InputShard(t, "tar", _stem(t), samples=_tar_samples_known(t)) for t in tars]
+                continue
             n = len(_folder_images(uri))
             if n == 0:
                 raise SourceError(f"{uri}: folder holds no images ({', '.join(IMAGE_EXTS)})")
             parts = [(lo, min(n, lo + FOLDER_SHARD_FILES)) for lo in range(0, n, FOLDER_SHARD_FILES)]
             for j, part in enumerate(parts):
                 name = _stem(uri) if len(parts) == 1 else f"{_stem(uri)}-{j:05d}"
-                shards.append(InputShard(uri, "folder", name, part))
+                shards.append(InputShard(uri, "folder", name, part, samples=part[1] - part[0]))
         else:
             raise SourceError(f"{uri}: unknown input format; expected a .tar shard, a .parquet file, an image "
                               "folder, or a folder of precomputed embeddings (img_emb/, text_emb/, metadata/)")
     counts = {}
     for s in shards:
         counts[s.name] = counts.get(s.name, 0) + 1
-    return [s if counts[s.name] == 1 else InputShard(s.uri, s.kind, f"{i:05d}-{s.name}", s.part)
+    return [s if counts[s.name] == 1 else InputShard(s.uri, s.kind, f"{i:05d}-{s.name}", s.part, s.samples)
             for i, s in enumerate(shards)]
 
 

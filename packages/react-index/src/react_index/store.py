@@ -399,7 +399,7 @@ class Store:
         return table if rows is None else table.take(pa.array(np.asarray(rows, dtype=np.int64)))
 
 
-def open_store(uri: str, verify: bool = True) -> Store:
+def open_store(uri: str, *, verify: bool = True) -> Store:
     """Open the store at `uri`. An in-place store's files are checked against their recorded sizes and checksums
     first (`verify`): a changed file is refused by name, never read as if it held the rows the ids name."""
     store = Store(uri.rstrip("/"), read_manifest(manifest_uri(uri), STORE))
