@@ -181,7 +181,7 @@ def run(args) -> dict:
         save_random_init(TINY, weights, seed=0)
     out = work / "runs" / f"{args.label}-{args.rows}-{args.procs}"
     subprocess.run(["rm", "-rf", str(out)], check=True)
-    train = ["-m", "react_tune.cli", "train", "--manifest", str(manifest), "--model", TINY, "--pretrained",
+    train = ["-m", "react_tune.cli", "train", str(manifest), "--model", TINY, "--pretrained",
              str(weights), "--model-config", str(CONFIG_DIR / f"{TINY}.json"), "--out", str(out), "--steps",
              str(args.steps), "--batch-size", "32", "--workers", "2", "--save-every", "1000", "--log-every", "50"]
     cmd = [sys.executable, *train] if args.procs == 1 else \

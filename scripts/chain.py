@@ -85,7 +85,7 @@ def tune(cfg: ChainConfig, rows: Path, weights: Path, name: str) -> Path:
         batch = min(cfg.batch_size, n_rows)  # a small retrieval set trains in smaller contrastive batches
         lr = ["--lr", cfg.lr] if cfg.lr else []
         resume = ["--resume"] if ckpt.exists() else []  # an interrupted run continues where it stopped
-        _cli("react-tune", "train", "--manifest", rows, "--model", BASE, "--pretrained", weights,
+        _cli("react-tune", "train", rows, "--model", BASE, "--pretrained", weights,
              "--model-config", MODEL_CONFIG, "--out", ckpt, "--variant", cfg.variant, "--steps", cfg.steps,
              "--batch-size", batch, "--workers", "1", "--seed", cfg.seed, "--log-every", "25",
              "--save-every", "100", *lr, *resume)
@@ -126,7 +126,7 @@ def report(out: Path, results: Path) -> Path:
     html = out / "report.html"
     done = html.exists() and all(html.stat().st_mtime >= p.stat().st_mtime for p in results.glob("*.json"))
     if not done:
-        _cli("react-eval", "report", results, "--html", html, "--target-classes", out / "domain" / "classes.txt")
+        _cli("react-eval", "report", results, "--out", html, "--target-classes", out / "domain" / "classes.txt")
     _step(6, 6, "react-eval report", html, t0, done)
     return html
 

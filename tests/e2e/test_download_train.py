@@ -69,7 +69,7 @@ def url_set(served, tmp_path):
 
 
 def _train_two_steps(manifest, weights, out) -> dict:
-    done = train(TrainConfig(manifest=str(manifest), model=TINY, pretrained=str(weights), out=str(out), steps=2,
+    done = train(TrainConfig(retrieval=str(manifest), model=TINY, pretrained=str(weights), out=str(out), steps=2,
                              batch_size=16, workers=0, lr=1e-3, warmup=0))
     assert done["training"]["steps"] == 2 and done["lineage"][0]["kind"] == "react.retrieval"
     assert not any(done["training"]["skipped"].values())  # every row of the downloaded set has a readable image
@@ -88,7 +88,7 @@ def _check_counts(doc, lost, survivors, out_rows):
 def test_react_index_download_then_train(url_set, tiny_weights, tmp_path):
     path, lost, survivors = url_set
     with pytest.raises(ManifestError, match=r"react-index download SET.parquet --out DIR.*react-index attach"):
-        train(TrainConfig(manifest=str(path), model=TINY, pretrained=str(tiny_weights), out=str(tmp_path / "no"),
+        train(TrainConfig(retrieval=str(path), model=TINY, pretrained=str(tiny_weights), out=str(tmp_path / "no"),
                           steps=2, batch_size=16, workers=0))  # react-tune names both routes
     out = subprocess.run([BIN / "react-index", "download", path, "--out", tmp_path / "dl", "--image-size", "32",
                           "--resize-mode", "center_crop", "--samples-per-shard", "64"],

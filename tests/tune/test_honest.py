@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shutil
+from importlib import import_module
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +15,6 @@ from manifest_cases import spec_id, write_retrieval_fixture
 from safetensors.torch import load_file, save_file
 from toy_retrieval import toy_rows
 
-import react_tune.train
 from react_tune import load_model
 from react_tune._manifests import ManifestError, UserError
 from react_tune.cli import main
@@ -23,9 +23,11 @@ from react_tune.train import TrainConfig, lr_at, train
 from toyworld import World, write_corpus
 from toyworld.models import TINY, TOY, save_random_init
 
+TRAIN_MODULE = import_module("react_tune.train")  # `react_tune.train` is the function
+
 
 def _config(manifest, weights, out, **kw):
-    return TrainConfig(manifest=str(manifest), model=TINY, pretrained=str(weights), out=str(out),
+    return TrainConfig(retrieval=str(manifest), model=TINY, pretrained=str(weights), out=str(out),
                        **({"batch_size": 32, "workers": 0} | kw))
 
 
@@ -60,7 +62,7 @@ def test_a_set_whose_images_are_all_missing_fails_and_writes_no_checkpoint(tiny_
     # with every stop switched off, a run still ends (an epoch of empty batches) instead of looping for ever
     with pytest.raises(UserError, match="no batch had two readable images in 6 batches in a row"):
         train(_config(manifest, tiny_weights, tmp_path / "ck1", steps=2, max_bad_fraction=1.0))
-    out = _cli("train", "--manifest", manifest, "--model", TINY, "--pretrained", tiny_weights, "--model-config",
+    out = _cli("train", manifest, "--model", TINY, "--pretrained", tiny_weights, "--model-config",
                model_config, "--out", tmp_path / "ck2", "--steps", 2, "--batch-size", 32, "--workers", 0)
     assert out.exit_code == 1 and "missing_image" in out.output and "Traceback" not in out.output
 
@@ -111,17 +113,17 @@ def test_a_batch_without_images_is_no_step_and_resume_stays_exact(tiny_weights, 
     assert {float(v) for k, v in optimizer.items() if k.endswith(".step")} == {6.0}  # … but were no AdamW step
     assert whole["training"]["samples_seen"] + sum(whole["training"]["skipped"].values()) == 4 * (6 + empty)
 
-    real = react_tune.train.save_state
+    real = TRAIN_MODULE.save_state
 
     def crash_after_saving(out, step, *args, **kwargs):
         real(out, step, *args, **kwargs)
         if step == 3:
             raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(react_tune.train, "save_state", crash_after_saving)
+    monkeypatch.setattr(TRAIN_MODULE, "save_state", crash_after_saving)
     with pytest.raises(KeyboardInterrupt):
         train(_config(manifest, tiny_weights, tmp_path / "resumed", **cfg))
-    monkeypatch.setattr(react_tune.train, "save_state", real)
+    monkeypatch.setattr(TRAIN_MODULE, "save_state", real)
     resumed = train(_config(manifest, tiny_weights, tmp_path / "resumed", resume=True, **cfg))
     a, b = (load_file(str(tmp_path / d / "blocks.safetensors")) for d in ("whole", "resumed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -158,7 +160,7 @@ def test_a_checkpoint_whose_blocks_changed_is_refused(checkpoint, tmp_path):
     with pytest.raises(ManifestError, match=r"blocks\.safetensors: the file changed after .*manifest\.json was "
                                             r"written: its sha256 is not"):
         load_model(str(ck))
-    out = _cli("export", ck, "--merged", tmp_path / "merged")  # a user's mistake: one line, exit 1
+    out = _cli("export", ck, "--out", tmp_path / "merged")  # a user's mistake: one line, exit 1
     assert out.exit_code == 1 and "the file changed" in out.output and isinstance(out.exception, SystemExit)
     assert len(out.output.strip().splitlines()) == 1
 
@@ -183,7 +185,7 @@ def test_a_pickle_passed_as_pretrained_is_refused_with_the_fix(tiny_weights, tmp
     torch.save(model, tmp_path / "whole-model.pt")  # a pickled module: weights_only loading refuses it
     with pytest.raises(UserError, match=r"whole-model\.pt: not a weights file .* Convert the weights to safetensors"):
         load_base(TINY, str(tmp_path / "whole-model.pt"))
-    out = _cli("train", "--manifest", toy_retrieval, "--model", TINY, "--pretrained", tmp_path / "whole-model.pt",
+    out = _cli("train", toy_retrieval, "--model", TINY, "--pretrained", tmp_path / "whole-model.pt",
                "--model-config", model_config, "--out", tmp_path / "o", "--steps", 1)
     assert out.exit_code == 1 and "whole-model.pt" in out.output and "UnpicklingError" not in out.output
 
@@ -205,14 +207,14 @@ def test_a_truncated_training_state_names_the_file_and_the_fix(checkpoint, tiny_
 
 @pytest.mark.parametrize("option,value", [("--save-every", 0), ("--accum", 0), ("--steps", 0), ("--batch-size", 0),
                                           ("--log-every", 0), ("--lr", -1e-3), ("--lr", 0), ("--epochs", 0),
-                                          ("--max-bad-fraction", 1.5), ("--k", 0)])
+                                          ("--max-bad-fraction", 1.5), ("--blocks", 0)])
 def test_non_positive_counts_are_refused_naming_the_option(option, value, tmp_path):
-    out = _cli("train", "--manifest", tmp_path / "set.parquet", "--model", TINY, "--out", tmp_path / "o",
+    out = _cli("train", tmp_path / "set.parquet", "--model", TINY, "--out", tmp_path / "o",
                option, value)
     assert out.exit_code == 2 and f"Invalid value for '{option}'" in out.output
     field = option.removeprefix("--").replace("-", "_")
     with pytest.raises(UserError, match=f"{option} must be"):  # the Python API says the same
-        train(TrainConfig(manifest="x", model=TINY, pretrained=None, out=str(tmp_path / "o"), **{field: value}))
+        train(TrainConfig(retrieval="x", model=TINY, pretrained=None, out=str(tmp_path / "o"), **{field: value}))
 
 
 # --- one error policy -------------------------------------------------------------------------
@@ -221,8 +223,8 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     def broken(cfg):
         raise ValueError("an internal invariant failed")
 
-    monkeypatch.setattr(react_tune.train, "train", broken)
-    out = _cli("train", "--manifest", tmp_path / "set.parquet", "--model", TINY, "--out", tmp_path / "o")
+    monkeypatch.setattr(TRAIN_MODULE, "train", broken)
+    out = _cli("train", tmp_path / "set.parquet", "--model", TINY, "--out", tmp_path / "o")
     assert isinstance(out.exception, ValueError) and str(out.exception) == "an internal invariant failed"
     assert out.exit_code == 1 and "Error: an internal invariant failed" not in out.output
 
@@ -233,6 +235,6 @@ def test_an_unknown_model_or_tag_is_one_line_naming_the_option(tmp_path, toy_ret
     with pytest.raises(UserError, match=r"--pretrained laion9b: neither a weights file nor an open_clip tag of "
                                         r"ViT-B/32 .its tags: openai, laion400m_e31"):
         load_base("ViT-B/32", "laion9b")  # open_clip's old spelling of the name is a known model
-    out = _cli("train", "--manifest", toy_retrieval, "--model", "ViT-B-32", "--pretrained", "laion9b",
+    out = _cli("train", toy_retrieval, "--model", "ViT-B-32", "--pretrained", "laion9b",
                "--out", tmp_path / "o")
     assert out.exit_code == 1 and "Traceback" not in out.output and "--pretrained laion9b" in out.output

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from importlib import import_module
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +19,6 @@ from safetensors.torch import load_file
 from toy_retrieval import toy_rows
 
 import react_tune.text_cache
-import react_tune.train
 from react_tune._imagerows import CorruptImage, MissingImage, decode_rgb, read_image_bytes
 from react_tune.data import EpochSampler, RetrievalImages, _runs, load_rows
 from react_tune.model import load_base
@@ -26,11 +26,13 @@ from react_tune.text_cache import cache_key, cache_paths, caption_features
 from react_tune.train import TrainConfig, train
 from toyworld.models import TINY
 
+TRAIN_MODULE = import_module("react_tune.train")  # `react_tune.train` is the function
+
 SHARDS = ("00000.tar", "00001.tar")
 
 
 def _config(manifest, weights, out, **kw):
-    return TrainConfig(manifest=str(manifest), model=TINY, pretrained=str(weights), out=str(out),
+    return TrainConfig(retrieval=str(manifest), model=TINY, pretrained=str(weights), out=str(out),
                        **({"batch_size": 32, "workers": 0} | kw))
 
 
@@ -183,7 +185,7 @@ def test_accumulation_gives_the_update_of_the_whole_batch(tiny_weights, toy_root
 def test_accumulation_under_two_processes_matches_one_process_without(tiny_weights, toy_root, model_config,
                                                                       tmp_path):
     manifest = write_retrieval_fixture(tmp_path / "r", _rows(toy_root, missing=set(range(0, 200, 3))))
-    args = ["train", "--manifest", str(manifest), "--model", TINY, "--pretrained", str(tiny_weights),
+    args = ["train", str(manifest), "--model", TINY, "--pretrained", str(tiny_weights),
             "--model-config", model_config, "--steps", "3", "--batch-size", "16", "--workers", "0", "--lr", "1e-2",
             "--warmup", "0", "--max-bad-fraction", "1"]
     subprocess.run([sys.executable, "-m", "react_tune.cli", *args, "--accum", "1", "--out", str(tmp_path / "one")],
@@ -200,17 +202,17 @@ def test_accumulation_under_two_processes_matches_one_process_without(tiny_weigh
 def test_grouped_reads_train_and_resume_exactly(tiny_weights, toy_retrieval, tmp_path, monkeypatch):
     cfg = {"steps": 4, "batch_size": 16, "read_order": "grouped", "read_group": 4, "save_every": 2}
     train(_config(toy_retrieval, tiny_weights, tmp_path / "whole", **cfg))
-    real = react_tune.train.save_state
+    real = TRAIN_MODULE.save_state
 
     def crash_after_saving(out, step, *args, **kwargs):
         real(out, step, *args, **kwargs)
         if step == 2:
             raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(react_tune.train, "save_state", crash_after_saving)
+    monkeypatch.setattr(TRAIN_MODULE, "save_state", crash_after_saving)
     with pytest.raises(KeyboardInterrupt):
         train(_config(toy_retrieval, tiny_weights, tmp_path / "part", **cfg))
-    monkeypatch.setattr(react_tune.train, "save_state", real)
+    monkeypatch.setattr(TRAIN_MODULE, "save_state", real)
     train(_config(toy_retrieval, tiny_weights, tmp_path / "part", resume=True, **cfg))
     a, b = _blocks(tmp_path / "whole"), _blocks(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from importlib import import_module
 from importlib.metadata import entry_points
 
 import open_clip
@@ -12,7 +13,6 @@ from manifest_cases import write_retrieval_fixture
 from safetensors.torch import load_file
 from toy_retrieval import toy_rows
 
-import react_tune.train
 from react_tune import load_model
 from react_tune.blocks import GatedBlock, ReactLayer, gate_values
 from react_tune.checkpoint import read_safetensors
@@ -24,9 +24,11 @@ from react_tune.train import TrainConfig, train
 from toyworld import World, write_corpus
 from toyworld.models import TINY
 
+TRAIN_MODULE = import_module("react_tune.train")  # `react_tune.train` is the function
+
 
 def _config(manifest, weights, out, **kw):
-    return TrainConfig(manifest=str(manifest), model=TINY, pretrained=str(weights), out=str(out),
+    return TrainConfig(retrieval=str(manifest), model=TINY, pretrained=str(weights), out=str(out),
                        **({"batch_size": 32, "workers": 0} | kw))
 
 
@@ -81,17 +83,17 @@ def test_loss_decreases_within_a_few_dozen_steps(tiny_weights, toy_retrieval, tm
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tiny_weights, toy_retrieval, tmp_path, monkeypatch):
     train(_config(toy_retrieval, tiny_weights, tmp_path / "whole", steps=6, save_every=3))
-    real = react_tune.train.save_state
+    real = TRAIN_MODULE.save_state
 
     def crash_after_saving(out, step, *args, **kwargs):
         real(out, step, *args, **kwargs)
         if step == 3:
             raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(react_tune.train, "save_state", crash_after_saving)
+    monkeypatch.setattr(TRAIN_MODULE, "save_state", crash_after_saving)
     with pytest.raises(KeyboardInterrupt):
         train(_config(toy_retrieval, tiny_weights, tmp_path / "resumed", steps=6, save_every=3))
-    monkeypatch.setattr(react_tune.train, "save_state", real)
+    monkeypatch.setattr(TRAIN_MODULE, "save_state", real)
     with pytest.raises(ValueError, match="holds a saved training state; pass --resume"):
         train(_config(toy_retrieval, tiny_weights, tmp_path / "resumed", steps=6, save_every=3))
     train(_config(toy_retrieval, tiny_weights, tmp_path / "resumed", steps=6, save_every=3, resume=True))
@@ -173,7 +175,7 @@ def test_torchrun_two_cpu_processes_match_one_process(tiny_weights, toy_root, mo
     uris = [str(tmp_path / "gone.tar") if i % 4 else u for i, u in enumerate(rows.column("image_uri").to_pylist())]
     rows = rows.set_column(rows.schema.get_field_index("image_uri"), "image_uri", pa.array(uris, pa.string()))
     manifest = write_retrieval_fixture(tmp_path / "set", rows)
-    args = ["train", "--manifest", str(manifest), "--model", TINY, "--pretrained", str(tiny_weights),
+    args = ["train", str(manifest), "--model", TINY, "--pretrained", str(tiny_weights),
             "--model-config", model_config, "--steps", "8", "--batch-size", "8", "--accum", "2", "--workers", "0",
             "--lr", "1e-3", "--max-bad-fraction", "1"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
@@ -194,7 +196,7 @@ def test_torchrun_two_cpu_processes_match_one_process(tiny_weights, toy_root, mo
     # a set with no readable image stops every rank alike (no rank left waiting in a collective)
     gone = pa.array([str(tmp_path / "gone.tar")] * rows.num_rows, pa.string())
     rows = rows.set_column(rows.schema.get_field_index("image_uri"), "image_uri", gone)
-    args[2] = str(write_retrieval_fixture(tmp_path / "none", rows))
+    args[1] = str(write_retrieval_fixture(tmp_path / "none", rows))
     args[args.index("--batch-size") + 1], args[-1] = "32", "0.5"
     run = subprocess.run([*torchrun, "-m", "react_tune.cli", *args, "--out", str(tmp_path / "three")],
                          capture_output=True, text=True, timeout=300)
@@ -207,7 +209,7 @@ def test_cli_answers_and_refuses_bad_manifests(tmp_path):
     from react_tune.cli import main
 
     (tmp_path / "x.parquet.json").write_text('{"kind": "react.index", "version": 1}')
-    out = CliRunner().invoke(main, ["train", "--manifest", str(tmp_path / "x.parquet"), "--model", "ViT-B-32",
+    out = CliRunner().invoke(main, ["train", str(tmp_path / "x.parquet"), "--model", "ViT-B-32",
                                     "--out", str(tmp_path / "o")])
     assert out.exit_code == 1 and "field 'kind' is 'react.index', expected 'react.retrieval'" in out.output
     assert open_clip.list_models()

@@ -8,6 +8,7 @@ import sys
 import click
 
 from . import __version__
+from ._cliopts import renamed
 from ._manifests import UserError
 from .constants import DEFAULT_BATCH_SIZE, TASKS
 
@@ -88,8 +89,9 @@ def run_command(model, pretrained, model_config, dataset, task, suite, out, devi
 
 @main.command("report")
 @click.argument("results", nargs=-1, required=True)
-@click.option("--html", "html_out", required=True, help="Where to write the report (an .html file).")
-@click.option("--target-classes", default=None,
+@renamed("--html", "--out")
+@click.option("--out", "html_out", required=True, help="Where to write the report (an .html file).")
+@click.option("--target-classes", default=None, show_default="none",
               help="The classes a model was customized for (class file or built-in set): marked ★ in the charts, "
                    "with a target-vs-rest table per dataset.")
 @friendly_errors

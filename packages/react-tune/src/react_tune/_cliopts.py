@@ -16,6 +16,9 @@
   "react-index build: --k is deprecated, use --recall-at (the old spelling goes in 0.3)". Giving both spellings
   with different values is a usage error. The old option takes the new one's type, nargs, flag-ness and
   multiplicity; the command function never sees it.
+- `positional_renamed(value, old_value, old, new)`: the same for an option that became a positional argument
+  (react-tune train's `--manifest` → `RETRIEVAL`): declare the argument `required=False` and the old option
+  hidden, and call it first thing in the command.
 """
 
 from __future__ import annotations
@@ -101,3 +104,18 @@ def renamed(old: str, new: str, *, removed_in: str = REMOVED_IN):
         return wrapper
 
     return decorate
+
+
+def positional_renamed(value, old_value, old: str, new: str, *, removed_in: str = REMOVED_IN):
+    """The value of positional argument `new`, also accepted for one release as the deprecated option `old` (with
+    a message on stderr); neither, or both with different values, is a usage error."""
+    ctx = click.get_current_context()
+    if _given(old_value):
+        click.echo(f"{ctx.command_path}: {old} is deprecated, pass {new} as an argument (the old spelling goes in "
+                   f"{removed_in})", err=True)
+        if _given(value) and value != old_value:
+            raise click.UsageError(f"{old} (deprecated) and {new} give different values; pass only {new}", ctx)
+        return old_value
+    if not _given(value):
+        raise click.UsageError(f"Missing argument '{new}'.", ctx)
+    return value

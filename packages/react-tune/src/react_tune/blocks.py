@@ -77,7 +77,7 @@ def block_config(model, k: int | None = None) -> dict:
     n = len(layers)
     k = default_k(n) if k is None else k
     if not 1 <= k <= n:
-        raise UserError(f"--k must be between 1 and the {n} layers of the image tower, got {k}")
+        raise UserError(f"--blocks must be between 1 and the {n} layers of the image tower, got {k}")
     width = host.ln_1.normalized_shape[0]
     act = type(host.mlp.gelu).__name__
     return {"k": k, "positions": list(range(n - k, n)), "width": width, "heads": host.attn.num_heads,

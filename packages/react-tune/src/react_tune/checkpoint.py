@@ -85,7 +85,7 @@ def assign(model, tensors: dict[str, torch.Tensor], where: str, expected: set[st
     unknown = sorted(set(tensors) - set(params))
     if unknown:
         raise ManifestError(f"{where}: {len(unknown)} tensors do not fit this model (e.g. {unknown[0]}); is this the "
-                            "right base model, --variant and --k?")
+                            "right base model, --variant and --blocks?")
     for name in sorted(tensors):
         if tuple(tensors[name].shape) != tuple(params[name].shape):
             raise ManifestError(f"{where}: tensor {name} has shape {list(tensors[name].shape)}, but this model's "
@@ -147,7 +147,7 @@ def write_checkpoint(out: str, trainable: dict, base: dict, variant: str, blocks
     return write_manifest(manifest_uri(out), CHECKPOINT, body, lineage)
 
 
-def load_checkpoint(checkpoint_dir: str, device: str = "cpu", pretrained: str | None = None):
+def load_checkpoint(checkpoint_dir: str, *, device: str = "cpu", pretrained: str | None = None):
     """(customized model in eval mode, eval preprocess, tokenizer, manifest) from a checkpoint folder.
 
     `pretrained` overrides where the base weights come from (e.g. the same file at another path); its
@@ -171,7 +171,8 @@ def load_checkpoint(checkpoint_dir: str, device: str = "cpu", pretrained: str | 
     return model.eval().to(device), preprocess, tokenizer, manifest
 
 
-def load_model(checkpoint_dir: str, device: str = "cpu", pretrained: str | None = None):
-    """`react_tune.load_model(dir) -> (model, preprocess, tokenizer)`: a REACT checkpoint, ready to use."""
-    model, preprocess, tokenizer, _ = load_checkpoint(checkpoint_dir, device, pretrained)
+def load_model(checkpoint_dir: str, *, device: str = "cpu", pretrained: str | None = None):
+    """`react_tune.load_model(dir) -> (model, preprocess, tokenizer)`: a REACT checkpoint, ready to use like an
+    open_clip model (eval mode, on `device`). `pretrained` as for `load_checkpoint`."""
+    model, preprocess, tokenizer, _ = load_checkpoint(checkpoint_dir, device=device, pretrained=pretrained)
     return model, preprocess, tokenizer

@@ -14,6 +14,8 @@ from .model import customize
 
 
 def export_merged(checkpoint_dir: str, out: str) -> str:
+    """Write the whole customized model of `checkpoint_dir` to `out` as model.safetensors + config.json (the base
+    model's open_clip config, the variant and blocks, and the checkpoint it came from); returns `out`."""
     model, _, _, manifest = load_checkpoint(checkpoint_dir)
     name = manifest["base_model"]["name"]
     write_safetensors(f"{out.rstrip('/')}/model.safetensors", model.state_dict())

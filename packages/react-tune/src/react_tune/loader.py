@@ -19,7 +19,9 @@ def short_id(manifest: dict) -> str:
 
 
 def load_for_eval(spec: str, device: str = "cpu") -> LoadedModel:
-    model, preprocess, tokenizer, manifest = load_checkpoint(spec, device)
+    """The checkpoint folder `spec` as react-eval's LoadedModel (the `react` entry point; react-eval calls it with
+    (spec, device))."""
+    model, preprocess, tokenizer, manifest = load_checkpoint(spec, device=device)
     base = manifest["base_model"]
     return LoadedModel(model=model, preprocess=preprocess, tokenizer=tokenizer,
                        name=f"react:{short_id(manifest)}:{base['name']}", pretrained=base["pretrained"],

@@ -19,6 +19,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from open_clip.loss import ClipLoss
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ._cliopts import default_workers
 from ._manifests import UserError
 from .blocks import gate_values, set_gradient_checkpointing
 from .checkpoint import has_state, load_state, save_state, write_checkpoint
@@ -43,14 +45,16 @@ LOGGED_PER_REASON = 5  # unreadable rows logged one by one per rank and reason; 
 FIRST_ROWS = 1000  # --max-bad-fraction is checked from this many rows read on (or the whole run, if smaller)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
-    manifest: str
+    """Everything `react-tune train` takes; field names are the CLI's option names (docs/cli.md)."""
+
+    retrieval: str  # the retrieval set: .parquet or its .parquet.json manifest
     model: str
-    pretrained: str | None
+    pretrained: str | None = None
     out: str
     variant: str = "gated-image"
-    k: int | None = None
+    blocks: int | None = None  # gated blocks (default: half the image layers)
     steps: int | None = None  # default: one epoch
     epochs: float | None = None
     batch_size: int = 256  # global, per optimizer step
@@ -59,7 +63,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     warmup: int | None = None  # default: min(5000, 10 % of the steps)
     augment: str = "open_clip"  # or "react"
-    workers: int = 4
+    workers: int = dataclass_field(default_factory=default_workers)  # min(4, CPU count)
     read_order: str = "shuffled"  # or "grouped": runs of read_group rows that are neighbours on disk
     read_group: int = 32
     precision: str = "auto"  # auto: bf16/fp16 AMP on GPU, fp32 on CPU
@@ -69,7 +73,7 @@ class TrainConfig:
     save_every: int = 500
     log_every: int = 10
     seed: int = 0
-    device: str | None = None
+    device: str | None = None  # None or "auto": this rank's GPU if CUDA is present, else CPU
     resume: bool = False  # continue from OUT's latest saved state; without it, a saved state is an error
     max_bad_fraction: float = 0.5  # stop when more than this share of the rows read has no usable image
 
@@ -92,7 +96,7 @@ def _log(path: str, record: dict) -> None:
 
 def check_config(cfg: TrainConfig) -> None:
     """Refuse options that would divide by zero, loop forever or silently mean something else, naming the option."""
-    for field in ("steps", "batch_size", "accum", "save_every", "log_every", "k", "read_group"):
+    for field in ("steps", "batch_size", "accum", "save_every", "log_every", "blocks", "read_group"):
         value = getattr(cfg, field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise UserError(f"--{field.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -116,11 +120,17 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--batch-size {cfg.batch_size} must be a multiple of --accum {cfg.accum}")
 
 
-def train(cfg: TrainConfig) -> dict | None:
-    """Train and write the checkpoint to `cfg.out`; returns its manifest (None on ranks other than 0)."""
+def train(config: TrainConfig | None = None, /, **options) -> dict | None:
+    """Train and write the checkpoint to `out`; returns its manifest (None on ranks other than 0).
+
+    Either a TrainConfig, or its fields by keyword: `train(retrieval="set.parquet", model="ViT-B-32",
+    pretrained="openai", out="ckpt", steps=1000)`. Under torchrun every rank calls it (RANK / WORLD_SIZE)."""
+    if config is not None and options:
+        raise TypeError("train() takes a TrainConfig or keyword options, not both")
+    cfg = config if config is not None else TrainConfig(**options)
     check_config(cfg)
     rank, world, local_rank = _distributed()
-    device = torch.device(cfg.device) if cfg.device else \
+    device = torch.device(cfg.device) if cfg.device not in (None, "auto") else \
         torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     owns_group = world > 1 and not dist.is_initialized()
     if owns_group:
@@ -128,9 +138,9 @@ def train(cfg: TrainConfig) -> dict | None:
     torch.manual_seed(cfg.seed)
     main = rank == 0
 
-    doc, rows = load_rows(cfg.manifest)
+    doc, rows = load_rows(cfg.retrieval)
     model, preprocess_train, _, tokenizer, base = load_base(cfg.model, cfg.pretrained)
-    blocks = customize(model, cfg.variant, cfg.k, seed=cfg.seed)
+    blocks = customize(model, cfg.variant, cfg.blocks, seed=cfg.seed)
     model.to(device)
     set_gradient_checkpointing(model, cfg.grad_checkpointing)
     trainable, frozen = parameter_counts(model)
@@ -145,7 +155,7 @@ def train(cfg: TrainConfig) -> dict | None:
     n = len(rows)
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
-        raise UserError(f"{cfg.manifest}: {n} rows is less than one batch of --batch-size {cfg.batch_size}")
+        raise UserError(f"{cfg.retrieval}: {n} rows is less than one batch of --batch-size {cfg.batch_size}")
     total = cfg.steps or max(1, round((cfg.epochs or 1) * steps_per_epoch))
     warmup = cfg.warmup if cfg.warmup is not None else min(5000, total // 10)
     peak = cfg.lr or (5e-4 if cfg.variant == "gated-image" else 5e-5)
@@ -411,7 +421,7 @@ def _unreadable(cfg: TrainConfig, why: str, rows_read: int, skipped: dict, examp
     unreadable = sum(skipped[r] for r in REASONS)
     first = f"; e.g. {next(iter(example.values()))}" if example else ""
     return UserError(
-        f"{cfg.manifest}: {why}: {unreadable:,} of the {rows_read:,} rows read so far could not be used "
+        f"{cfg.retrieval}: {why}: {unreadable:,} of the {rows_read:,} rows read so far could not be used "
         f"({counts}){first}. missing_image: the file is not there or is shorter than the row says (a moved or "
         "unmounted folder, a deleted or rewritten shard); corrupt_image: the bytes do not decode. Fix the images "
         f"or the set; --max-bad-fraction (now {cfg.max_bad_fraction:g}) is the share of unreadable rows a run "
