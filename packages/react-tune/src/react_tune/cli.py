@@ -38,8 +38,8 @@ def main():
 @click.option("--model-config", type=click.Path(exists=True), default=None,
               help="An open_clip model config JSON (or folder) to register first.")
 @click.option("--out", required=True, help="Checkpoint folder.")
-@click.option("--variant", type=click.Choice(["gated-image", "locked-text"]), default="gated-image",
-              show_default=True)
+@click.option("--variant", type=click.Choice(["gated-image", "locked-text", "linear-head"]), default="gated-image",
+              show_default=True, help="linear-head: REAL-Linear, a classifier over the frozen features.")
 @click.option("--k", "k", type=POSITIVE, default=None,
               help="Gated blocks, before the last k image layers [6 for 12 layers].")
 @click.option("--steps", type=POSITIVE, default=None, help="Optimizer steps [default: one epoch].")
@@ -73,6 +73,10 @@ def main():
 @click.option("--max-bad-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Stop when more than this share of the rows read (from the first 1,000 on) has no usable image "
                    "(missing or undecodable); a whole batch with none stops the run below 1. 1: never stop.")
+@click.option("--templates", default=None,
+              help="linear-head: prompt templates, a built-in set or a file [the retrieval manifest's].")
+@click.option("--held-out", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="linear-head: share of the images kept to choose the ensemble weight.")
 @friendly_errors
 def train_command(model_config, no_text_cache, **options):
     """Train gated blocks (or the image tower) on a retrieval set; write blocks.safetensors + manifest."""
