@@ -31,7 +31,10 @@ def read_safetensors(uri: str, sha256: str | None = None, recorded_in: str = "")
             data = f.read()
     except FileNotFoundError:
         raise ManifestError(f"{uri}: weights file not found") from None
-    if data[:2] == b"PK" or data[:1] == b"\x80":
+    # safetensors: an 8-byte little-endian header length, then the JSON header. A pickle starts with b"\x80" (or a
+    # zip's b"PK"), but so does a safetensors file whose header length is 128 mod 256: look at the header first
+    safetensors = len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8
+    if not safetensors and (data[:2] == b"PK" or data[:1] == b"\x80"):
         raise ManifestError(f"{uri}: this is a pickle (torch.save) file; react-tune never unpickles weights, "
                             "which can run arbitrary code. Save them with safetensors instead")
     if sha256 is not None and "sha256:" + hashlib.sha256(data).hexdigest() != sha256:
