@@ -145,3 +145,13 @@ def test_cli_trains_with_templates_and_counts_unreadable_images(toy_root, toy_re
                                                                        pa.array([str(tmp_path / "x.tar")] * len(uris))))
     with pytest.raises(UserError, match="none of the 200 rows' images could be read"):
         train(_config(gone, weights, tmp_path / "none"))
+
+
+def test_docs_example_carries_exactly_the_keys_the_writer_writes(head):
+    from manifest_cases import doc_block, key_paths
+
+    _, manifest = head
+    shown = key_paths(doc_block('"variant": "linear-head"'))
+    written = key_paths(manifest)
+    assert {p for p in written if not p.startswith("training.config.")} == \
+        {p for p in shown if not p.startswith("training.config.")}
