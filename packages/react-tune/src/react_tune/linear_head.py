@@ -23,6 +23,7 @@ The checkpoint is `head.safetensors` (`weight`, `bias`) + manifest.json (react.c
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict
 
@@ -140,6 +141,8 @@ def check_linear_config(cfg) -> None:
         raise UserError("--variant linear-head trains full batch (one step is one pass): give --steps, not --epochs")
     if cfg.resume:
         raise UserError("--variant linear-head takes minutes and saves no intermediate state: --resume does not apply")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise UserError("--variant linear-head runs in one process (minutes on CPU); run it without torchrun")
     if not 0 < cfg.held_out < 1:
         raise UserError(f"--held-out must be between 0 and 1 (exclusive), got {cfg.held_out!r}")
 
