@@ -1,6 +1,6 @@
 """Domain files, read one way in every package: class names (with synonyms), prompt templates, synonyms.
 
-Vendored into react-index and react-eval as `_domainfiles.py` by `nox -s vendor` (edit this source, never a
+Vendored into every package as `_domainfiles.py` by `nox -s vendor` (edit this source, never a
 copy); `domains.json` (built-in sets, see vendor/make_domains.py) is vendored beside it.
 
 Formats (docs/react-index.md, "Domain files"):

@@ -3,8 +3,9 @@
 - manifests.py → `_manifests.py` in every package (manifest contract, user-error base, atomic writers, paths);
 - imagerows.py → `_imagerows.py` in every package (image bytes from a row's locator, one decoder);
 - openclip.py → `_openclip.py` in every package (open_clip by model name and weights, mistakes named);
-- domainfiles.py → `_domainfiles.py` and domains.json → `domains.json` in react-index and react-eval
-  (class, template and synonym files; built-in class names, templates, metrics);
+- domainfiles.py → `_domainfiles.py` and domains.json → `domains.json` in every package
+  (class, template and synonym files; built-in class names, templates, metrics; react-tune's linear-head
+  reads `--templates` with them);
 - loader_protocol.py → `_loader_protocol.py` in react-tune and react-eval (the model-loader plugin contract);
 - cliopts.py → `_cliopts.py` in every package (CLI conventions: deprecated option spellings, default workers).
 
@@ -25,7 +26,7 @@ def _pkg(name: str) -> Path:
     return ROOT / f"packages/react-{name}/src/react_{name}"
 
 
-ALL, DOMAIN_USERS, LOADER_USERS = ("index", "tune", "eval"), ("index", "eval"), ("tune", "eval")
+ALL, DOMAIN_USERS, LOADER_USERS = ("index", "tune", "eval"), ("index", "tune", "eval"), ("tune", "eval")
 VENDORED = [("manifests.py", ALL), ("imagerows.py", ALL), ("openclip.py", ALL), ("domainfiles.py", DOMAIN_USERS),
             ("loader_protocol.py", LOADER_USERS), ("cliopts.py", ALL)]
 COPIES = [(ROOT / "vendor" / src, _pkg(n) / f"_{src}", _header(src)) for src, users in VENDORED for n in users]

@@ -48,7 +48,8 @@ TASK_HELP = ("What the dataset is evaluated for; see docs/react-eval.md [require
 @click.option("--suite", default=None, help="A YAML/JSON suite: {models: [...], datasets: [{dataset, task, ...}]} "
                                             "[default: none; give it or --dataset].")
 @click.option("--templates", default=None, help="Built-in template set or file [default: the dataset's own, else "
-                                                "the 80 OpenAI ImageNet templates].")
+                                                "the 80 OpenAI ImageNet templates; a linear-head checkpoint: its "
+                                                "own].")
 @click.option("--classnames", default=None, help="Class names file or built-in set [default: the dataset's "
                                                  "classnames.txt].")
 @click.option("--train-dataset", default=None, help="linear_probe: the train split [required for linear_probe].")

@@ -134,6 +134,10 @@ def run(model: str, dataset: str, *, task: str, out: str, pretrained: str | None
             pass  # unreadable or stale: evaluate again
     start = time.perf_counter()
     metrics, details = evaluate(loaded, task, ds, options, device)
+    if getattr(loaded, "classifier", None) is not None and "classifier" not in details:
+        details = {**details, "classifier": {"used": False, "kind": loaded.classifier.kind,
+                                             "why": f"{task} does not use a trained classifier: the model's "
+                                                    "features are the base model's"}}
     if isinstance(ds, Classification):
         details = {**details, "labels": {"rule": ds.label_rule, "how": ds.label_note}}
     body = {"dataset": ds.name, "model": loaded.name, "pretrained": loaded.pretrained or "",

@@ -131,6 +131,15 @@ SPECS = {
         "weights": {"file": str, "sha256": str, "parameters": int},
         "training": {"steps": int, "samples_seen": int, "final_loss": (float, type(None)), "skipped": COUNTS,
                      "config": dict},
+        # variant "linear-head" (REAL-Linear): a linear classifier over the frozen image features, ensembled with
+        # the zero-shot classifier of `classes` x `templates`; the weights file holds `weight` and `bias`
+        "head?": {"classes": [str], "templates": [str], "templates_source": str, "dim": int, "logit_scale": float,
+                  "ensemble_weight": float,
+                  "held_out": {"fraction": float, "seed": int, "rows": int, "samples": int, "metric": str,
+                               "accuracy": {"zero_shot": float, "head": float, "ensemble": float},
+                               "grid": [float], "scores": [float]},
+                  "train": {"rows": int, "samples": int, "text_samples": int, "rows_per_class": [int],
+                            "balance": str}},
     },
     EVAL_RESULT: {
         # CLIP_benchmark's top-level fields ...

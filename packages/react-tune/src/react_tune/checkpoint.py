@@ -31,7 +31,10 @@ def read_safetensors(uri: str, sha256: str | None = None, recorded_in: str = "")
             data = f.read()
     except FileNotFoundError:
         raise ManifestError(f"{uri}: weights file not found") from None
-    if data[:2] == b"PK" or data[:1] == b"\x80":
+    # safetensors: an 8-byte little-endian header length, then the JSON header. A pickle starts with b"\x80" (or a
+    # zip's b"PK"), but so does a safetensors file whose header length is 128 mod 256: look at the header first
+    safetensors = len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8
+    if not safetensors and (data[:2] == b"PK" or data[:1] == b"\x80"):
         raise ManifestError(f"{uri}: this is a pickle (torch.save) file; react-tune never unpickles weights, "
                             "which can run arbitrary code. Save them with safetensors instead")
     if sha256 is not None and "sha256:" + hashlib.sha256(data).hexdigest() != sha256:
@@ -138,12 +141,15 @@ def load_state(out: str, model, optimizer) -> dict | None:
 # --- the final checkpoint -------------------------------------------------------------------------
 
 def write_checkpoint(out: str, trainable: dict, base: dict, variant: str, blocks: dict | None, training: dict,
-                     lineage) -> dict:
-    uri = join(out, WEIGHTS)
+                     lineage, weights_file: str = WEIGHTS, head: dict | None = None) -> dict:
+    uri = join(out, weights_file)
     write_safetensors(uri, trainable)
-    weights = {"file": WEIGHTS, "sha256": _sha256(uri), "parameters": int(sum(t.numel() for t in trainable.values()))}
+    weights = {"file": weights_file, "sha256": _sha256(uri),
+               "parameters": int(sum(t.numel() for t in trainable.values()))}
     blocks = blocks or {"k": 0, "positions": [], "width": 0, "heads": 0, "mlp_ratio": 0.0, "act": ""}
     body = {"base_model": base, "variant": variant, "blocks": blocks, "weights": weights, "training": training}
+    if head is not None:  # linear-head (REAL-Linear): its classes, prompts, ensemble weight, held-out accuracy
+        body["head"] = head
     return write_manifest(manifest_uri(out), CHECKPOINT, body, lineage)
 
 
@@ -155,6 +161,10 @@ def load_checkpoint(checkpoint_dir: str, *, device: str = "cpu", pretrained: str
     """
     manifest = read_manifest(manifest_uri(checkpoint_dir), CHECKPOINT)
     base = manifest["base_model"]
+    if manifest["variant"] == "linear-head":
+        raise ManifestError(f"{checkpoint_dir}: a linear-head checkpoint leaves the model unchanged and carries a "
+                            "classifier: evaluate it with `react-eval run --model react:CKPT`, or load it with "
+                            "react_tune.linear_head.load_head(CKPT)")
     if not manifest["weights"]["file"].endswith(".safetensors"):
         raise ManifestError(f"{checkpoint_dir}: weights file {manifest['weights']['file']} is not safetensors; "
                             "react-tune loads only safetensors")

@@ -41,10 +41,11 @@ def main():
 @click.option("--model-config", type=click.Path(exists=True), default=None,
               help="An open_clip model config JSON (or folder) to register first.")
 @click.option("--out", required=True, help="Checkpoint folder.")
-@click.option("--variant", type=click.Choice(["gated-image", "locked-text"]), default="gated-image",
+@click.option("--variant", type=click.Choice(["gated-image", "locked-text", "linear-head"]), default="gated-image",
               show_default=True,
               help="gated-image: new gated blocks in the frozen image tower (REACT's main variant); locked-text: "
-                   "the whole image tower trained against the frozen text tower.")
+                   "the whole image tower trained against the frozen text tower; linear-head: REAL-Linear, a "
+                   "classifier over the frozen image features, ensembled with the zero-shot one.")
 @renamed("--k", "--blocks")
 @click.option("--blocks", type=POSITIVE, default=None, show_default="6 for 12 layers",
               help="gated-image: gated blocks, one before each of the last N image layers.")
@@ -87,6 +88,10 @@ def main():
 @click.option("--max-bad-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Stop when more than this share of the rows read (from the first 1,000 on) has no usable image "
                    "(missing or undecodable); a whole batch with none stops the run below 1. 1: never stop.")
+@click.option("--templates", default=None,
+              help="linear-head: prompt templates, a built-in set or a file [the retrieval manifest's].")
+@click.option("--held-out", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="linear-head: share of the images kept to choose the ensemble weight.")
 @friendly_errors
 def train_command(retrieval, old_manifest, model_config, no_text_cache, device, **options):
     """Train gated blocks (or the image tower) on the retrieval set RETRIEVAL (.parquet or its .parquet.json

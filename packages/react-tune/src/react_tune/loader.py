@@ -10,7 +10,8 @@ from __future__ import annotations
 from ._loader_protocol import LoadedModel
 from ._manifests import manifest_uri
 from .checkpoint import load_checkpoint
-from .manifest import lineage_entry
+from .linear_head import VARIANT, load_head
+from .manifest import CHECKPOINT, lineage_entry, read_manifest
 
 
 def short_id(manifest: dict) -> str:
@@ -20,9 +21,15 @@ def short_id(manifest: dict) -> str:
 
 def load_for_eval(spec: str, device: str = "cpu") -> LoadedModel:
     """The checkpoint folder `spec` as react-eval's LoadedModel (the `react` entry point; react-eval calls it with
-    (spec, device))."""
-    model, preprocess, tokenizer, manifest = load_checkpoint(spec, device=device)
+    (spec, device)). A gated-image / locked-text checkpoint is its customized model; a linear-head one is the frozen
+    base model carrying its trained classifier (`classifier`), which react-eval's zero-shot classification uses."""
+    classifier = None
+    if read_manifest(manifest_uri(spec), CHECKPOINT)["variant"] == VARIANT:
+        model, preprocess, tokenizer, classifier, manifest = load_head(spec, device)
+    else:
+        model, preprocess, tokenizer, manifest = load_checkpoint(spec, device=device)
     base = manifest["base_model"]
     return LoadedModel(model=model, preprocess=preprocess, tokenizer=tokenizer,
                        name=f"react:{short_id(manifest)}:{base['name']}", pretrained=base["pretrained"],
-                       lineage=[lineage_entry(manifest, manifest_uri(spec))], base_name=base["name"], kind="react")
+                       lineage=[lineage_entry(manifest, manifest_uri(spec))], base_name=base["name"], kind="react",
+                       classifier=classifier)

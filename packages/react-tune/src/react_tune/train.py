@@ -76,6 +76,8 @@ class TrainConfig:
     device: str | None = None  # None or "auto": this rank's GPU if CUDA is present, else CPU
     resume: bool = False  # continue from OUT's latest saved state; without it, a saved state is an error
     max_bad_fraction: float = 0.5  # stop when more than this share of the rows read has no usable image
+    templates: str | None = None  # linear-head: prompts (built-in set or file) [the retrieval manifest's]
+    held_out: float = 0.1  # linear-head: share of the images kept to choose the ensemble weight
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -129,6 +131,10 @@ def train(config: TrainConfig | None = None, /, **options) -> dict | None:
         raise TypeError("train() takes a TrainConfig or keyword options, not both")
     cfg = config if config is not None else TrainConfig(**options)
     check_config(cfg)
+    if cfg.variant == "linear-head":  # REAL-Linear: a classifier over frozen features (linear_head.py)
+        from .linear_head import train_linear_head
+
+        return train_linear_head(cfg)
     rank, world, local_rank = _distributed()
     device = torch.device(cfg.device) if cfg.device not in (None, "auto") else \
         torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
