@@ -226,6 +226,8 @@ def load_frequency(uri: str) -> dict[str, tuple[str, dict[str, int]]]:
     """{class: (most frequent name, {name: count})} from a concept-frequency file (`react-index frequency --out`,
     .csv or .json). The most frequent name is the file's `most_frequent`, else the name with the highest count
     in `names` (ties: the first listed), else the class name itself."""
+    if not uri.lower().endswith((".csv", ".json")):
+        raise DomainError(f"{uri}: a frequency file must be .csv or .json (react-index frequency --out)")
     text = _read_text(uri)
     rows: list[tuple[str, object]] = []
     if _is_json(uri):
@@ -236,7 +238,7 @@ def load_frequency(uri: str) -> dict[str, tuple[str, dict[str, int]]]:
             raise DomainError(f"{uri}: expected {{\"classes\": [rows]}} or a JSON list of rows with class_name and "
                               "count (write it with react-index frequency --out FILE.json)")
         rows = [(f"entry {i}", r) for i, r in enumerate(data, 1)]
-    elif uri.lower().endswith(".csv"):
+    else:
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or "class_name" not in reader.fieldnames:
             raise DomainError(f"{uri}: line 1: no 'class_name' column (write it with react-index frequency --out "
@@ -244,8 +246,6 @@ def load_frequency(uri: str) -> dict[str, tuple[str, dict[str, int]]]:
         if "most_frequent" not in reader.fieldnames and "names" not in reader.fieldnames:
             raise DomainError(f"{uri}: line 1: needs a 'most_frequent' or a 'names' column")
         rows = [(f"line {i}", r) for i, r in enumerate(reader, 2)]
-    else:
-        raise DomainError(f"{uri}: a frequency file must be .csv or .json")
     out: dict[str, tuple[str, dict[str, int]]] = {}
     first: dict[str, str] = {}
     for where, row in rows:

@@ -74,7 +74,7 @@ def count_frequency(matches: Matches, quantile: float = TAIL_QUANTILE, minimum: 
     class_counts = np.array([len(r) for r in matches.class_rows()], dtype=np.int64)
     threshold = tail_threshold(class_counts, quantile, minimum)
     by_class: list[dict[str, int]] = [{} for _ in matcher.classes]
-    for ref, n in zip(matcher.names, name_counts.tolist()):
+    for ref, n in zip(matcher.names, name_counts.tolist(), strict=True):
         by_class[ref.class_index][ref.name] = n
     order = sorted(range(len(matcher.classes)), key=lambda c: (-class_counts[c], c))
     rows = []
