@@ -57,14 +57,22 @@ def _words(array: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(pc.utf8_normalize(array, "NFC"), NON_WORD, " ")
 
 
+def normalize_all(texts: list[str]) -> list[str]:
+    """Names or captions as matching sees them: NFC, words separated by single spaces, case-folded (one
+    vectorised pass: the regular expression is compiled once)."""
+    if not texts:
+        return []
+    return [" ".join(t.casefold().split()) for t in _words(pa.array(texts, pa.string())).to_pylist()]
+
+
 def normalize(text: str) -> str:
-    """A name or caption as matching sees it: NFC, words separated by single spaces, case-folded."""
-    return " ".join(_words(pa.array([text], pa.string()))[0].as_py().casefold().split())
+    return normalize_all([text])[0]
 
 
-def name_forms(name: str) -> tuple[str, ...]:
-    """The normalised name and its plural forms (see the module's rules); () for a name with no words."""
-    base = normalize(name)
+def name_forms(name: str, normalized: str | None = None) -> tuple[str, ...]:
+    """The normalised name and its plural forms (see the module's rules); () for a name with no words.
+    `normalized`: normalize(name), when the caller has it already."""
+    base = normalize(name) if normalized is None else normalized
     if not base:
         return ()
     head, _, last = base.rpartition(" ")
@@ -97,8 +105,9 @@ class CaptionMatcher:
         self.names = [NameRef(ci, n) for ci, c in enumerate(self.classes) for n in c.names]
         self.name_class = np.array([r.class_index for r in self.names], dtype=np.int64)
         by_form: dict[str, list[int]] = {}
+        bases = normalize_all([r.name for r in self.names])
         for ni, ref in enumerate(self.names):
-            forms = name_forms(ref.name)
+            forms = name_forms(ref.name, bases[ni])
             if not forms:
                 raise UserError(f"class {self.classes[ref.class_index].name!r}: name {ref.name!r} has no letters or "
                                 "digits, so it can never match a caption; remove it")
