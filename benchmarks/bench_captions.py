@@ -121,9 +121,7 @@ def run_aho(out: Path, rows: int, cls) -> dict:
 
 
 def _forms(cls):
-    from react_index.captions import name_forms
-
-    from react_index.captions import normalize_all
+    from react_index.captions import name_forms, normalize_all
 
     names = [n for c in cls for n in c.names]
     bases = normalize_all(names)
