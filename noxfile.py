@@ -48,7 +48,7 @@ def _ensure_chromium(session):
 # installs react-index as a user would, into a fresh environment of its own.
 DEV_ENV = Path(".nox") / "dev"
 DEV_REQUIREMENTS = [*TORCH, *TEST_TOOLS, *INDEX_TEST_TOOLS]
-DEV_EDITABLE = [f"{INDEX}[clip,download]", TUNE, f"{EVAL}[detection]", f"{TOYWORLD}[models]"]
+DEV_EDITABLE = [f"{INDEX}[clip,download,captions]", TUNE, f"{EVAL}[detection]", f"{TOYWORLD}[models]"]
 
 
 def _dev_stamp() -> str:
@@ -95,7 +95,7 @@ def tests(session):
 @nox.session
 def tests_index(session):
     """react-index alone in a fresh venv: its tests pass and torch is not importable."""
-    session.install(f"{INDEX}[download]", TOYWORLD, *TEST_TOOLS, *INDEX_TEST_TOOLS)
+    session.install(f"{INDEX}[download,captions]", TOYWORLD, *TEST_TOOLS, *INDEX_TEST_TOOLS)
     _ensure_chromium(session)
     no_torch = ("import importlib.util, sys; sys.exit("
                 "'torch is importable in the react-index-only venv' if importlib.util.find_spec('torch') else 0)")

@@ -23,7 +23,7 @@ ALLOWED = {
 }
 EXTRAS = {
     "react-index": {"clip": {"torch", "open-clip-torch", "pillow"}, "gpu": {"faiss-gpu-cu12"},
-                    "download": {"aiohttp", "pillow"}},
+                    "download": {"aiohttp", "pillow"}, "captions": {"pyahocorasick"}},
     "react-tune": {},
     "react-eval": {"detection": {"pycocotools"}},
 }
