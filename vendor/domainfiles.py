@@ -273,3 +273,25 @@ def most_frequent_names(uri: str, classes: list[TargetClass] | None = None) -> d
                               f"{' …' if len(missing) > 5 else ''}; count the same classes (react-index frequency "
                               "--classes …)")
     return {name: best for name, (best, _) in freq.items()}
+
+
+PROMPT_NAMES = ("as-given", "most-frequent")
+
+
+def prompt_classes(classes: list[TargetClass], prompt_names: str = "as-given",
+                   frequency: str | None = None) -> list[TargetClass]:
+    """The names prompts are built from, one entry per class in order. "as-given": each class with its synonyms
+    (every name prompted); "most-frequent" (REAL-Prompt, Parashar et al. 2024): only the class's most frequent name
+    in the pretraining captions, from `frequency` (a `react-index frequency --out` file). The class a prompt
+    belongs to — and what results are labelled with — stays the class's own name."""
+    if prompt_names not in PROMPT_NAMES:
+        raise DomainError(f"--prompt-names {prompt_names!r} is unknown; choose from {', '.join(PROMPT_NAMES)}")
+    if prompt_names == "as-given":
+        if frequency:
+            raise DomainError("--frequency is read by --prompt-names most-frequent only; add that or drop --frequency")
+        return classes
+    if not frequency:
+        raise DomainError("--prompt-names most-frequent needs --frequency FILE (write one with react-index frequency "
+                          "--index DIR --classes FILE --out FILE.csv)")
+    best = most_frequent_names(frequency, classes)
+    return [TargetClass(best[c.name]) for c in classes]

@@ -162,3 +162,30 @@ def test_cli_run_and_bad_input(toy_root, tiny_weights, model_config, tmp_path):
     bad = CliRunner().invoke(main, ["run", "--model", TINY, "--dataset", str(tmp_path / "nope"), "--task",
                                     "zeroshot_classification", "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "nope: no such dataset" in bad.output
+
+
+def test_real_prompt_prompts_each_class_by_its_most_frequent_name(toy_root, tiny_weights, tmp_path):
+    """--prompt-names most-frequent --frequency FILE: the classifier of each class is built from its most frequent
+    name (here: a frequency file naming a synonym), exactly as if the dataset's classes had been called so — but
+    the result keeps the dataset's class names, goes to its own file and says which names it used."""
+    data = str(toy_root / "eval" / "classification")
+    plain = run(TINY, data, task="zeroshot_classification", out=str(tmp_path / "plain"), pretrained=str(tiny_weights),
+                workers=0)
+    names = list(plain["details"]["recall"])
+    alias = {c: (f"{c} shape" if i % 2 else c) for i, c in enumerate(names)}  # every other class renamed
+    (tmp_path / "freq.csv").write_text("class_name,count,most_frequent\n"
+                                       + "".join(f"{c},{10 + i},{alias[c]}\n" for i, c in enumerate(names)))
+    (tmp_path / "renamed.txt").write_text("".join(f"{alias[c]}\n" for c in names))
+    real = run(TINY, data, task="zeroshot_classification", out=str(tmp_path / "real"), pretrained=str(tiny_weights),
+               workers=0, prompt_names="most-frequent", frequency=str(tmp_path / "freq.csv"))
+    renamed = run(TINY, data, task="zeroshot_classification", out=str(tmp_path / "renamed"),
+                  pretrained=str(tiny_weights), workers=0, classnames=str(tmp_path / "renamed.txt"))
+    assert real["metrics"] == renamed["metrics"] and real["metrics"] != plain["metrics"]
+    assert list(real["details"]["recall"]) == names  # labelled by the dataset's own names
+    assert list(real["details"]["recall"].values()) == list(renamed["details"]["recall"].values())
+    assert real["details"]["prompt_names"]["renamed"] == {c: a for c, a in alias.items() if c != a}
+    assert real["model"] == f"{plain['model']}+real-prompt"
+    assert next(p.name for p in (tmp_path / "real").glob("*.json")).endswith("__real-prompt.json")
+    with pytest.raises(Exception, match="needs --frequency"):
+        run(TINY, data, task="zeroshot_classification", out=str(tmp_path / "x"), pretrained=str(tiny_weights),
+            workers=0, prompt_names="most-frequent")

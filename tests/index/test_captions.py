@@ -298,3 +298,82 @@ def test_match_store_accepts_an_index_folder_only_by_its_manifest(caption_store,
     (tmp_path / "manifest.json").write_text(json.dumps({"kind": "react.retrieval-set"}))
     with pytest.raises(UserError, match="pass an index folder or an embedding store"):
         match_store(str(tmp_path), CLASSES)
+
+
+# --- through the CLI: react-index frequency, query --mode caption / fusion with caption, REAL-Prompt --------------
+
+def _index(tmp_path, store_uri):
+    from react_index.build import build_index
+
+    build_index(store_uri, str(tmp_path / "idx"), index_key="Flat", queries=50)
+    return str(tmp_path / "idx")
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from react_index.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_query_caption_mode_ranks_each_class_matches_by_exact_similarity(caption_store, tmp_path):
+    import pyarrow.parquet as pq
+
+    uri, captions = caption_store
+    index = _index(tmp_path, uri)
+    classes = CLASSES[:5]
+    (tmp_path / "classes.json").write_text(json.dumps({c.name: list(c.synonyms) for c in classes}))
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((len(classes), DIM)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    np.save(tmp_path / "q.npy", q)
+    store = open_store(uri)
+    for rank in ("image", "text"):
+        out = tmp_path / f"set-{rank}.parquet"
+        result = _cli("query", "--index", index, "--classes", tmp_path / "classes.json", "--mode", "caption",
+                      "--rank", rank, "--query-embeddings", tmp_path / "q.npy", "--k", 7, "--out", out)
+        assert result.exit_code == 0, result.output
+        table = pq.read_table(out).to_pydict()
+        vectors = np.concatenate([c for _, c in store.iter_chunks(rank)])
+        for c, cls in enumerate(classes):
+            matching = [r for r, cap in enumerate(captions) if any(brute_mentions(cap, n) for n in cls.names)]
+            scores = vectors[matching] @ q[c]
+            want = [matching[i] for i in np.lexsort((matching, -scores))[:7]]
+            got = [s for s, k in zip(table["sample_id"], table["class_index"], strict=True) if k == c]
+            assert got == want, (rank, cls.name)
+        sidecar = json.loads((tmp_path / f"set-{rank}.parquet.json").read_text())
+        assert sidecar["mode"] == "caption" and sidecar["selection"]["caption_rank"] == rank
+    # fusion with caption: a sample of a class found by caption matching gets its caption rank in the fused score
+    out = tmp_path / "fused.parquet"
+    result = _cli("query", "--index", index, "--classes", tmp_path / "classes.json", "--mode", "fusion",
+                  "--fuse", "t2i,caption", "--query-embeddings", tmp_path / "q.npy", "--k", 7, "--per", "class",
+                  "--out", out)
+    assert result.exit_code == 0, result.output
+    fused = pq.read_table(out).to_pydict()
+    by_caption = pq.read_table(tmp_path / "set-image.parquet").to_pydict()
+    caption_pairs = set(zip(by_caption["class_index"], by_caption["sample_id"], strict=True))
+    fused_pairs = set(zip(fused["class_index"], fused["sample_id"], strict=True))
+    assert caption_pairs <= fused_pairs and len(fused_pairs) > len(caption_pairs)
+    assert json.loads((tmp_path / "fused.parquet.json").read_text())["selection"]["fused"] == ["t2i", "caption"]
+    assert _cli("query", "--index", index, "--classes", tmp_path / "classes.json", "--mode", "t2i", "--fuse",
+                "t2i,caption", "--query-embeddings", tmp_path / "q.npy", "--out", out).exit_code == 1
+
+
+def test_frequency_command_writes_the_table_and_real_prompt_reads_it(caption_store, tmp_path):
+    uri, captions = caption_store
+    (tmp_path / "classes.json").write_text(json.dumps({c.name: list(c.synonyms) for c in CLASSES}))
+    result = _cli("frequency", "--index", uri, "--classes", tmp_path / "classes.json", "--out", tmp_path / "f.csv")
+    assert result.exit_code == 0, result.output
+    rows = {r["class_name"]: r for r in csv.DictReader((tmp_path / "f.csv").open())}
+    for c in CLASSES:
+        assert int(rows[c.name]["count"]) == sum(any(brute_mentions(cap, n) for n in c.names) for cap in captions)
+    assert "frequency -> " in result.output and "tail" in result.output
+    # REAL-Prompt: each class prompted by its most frequent name only; results keep the class's own name
+    from react_index.domain import load_classes, prompt_classes
+
+    named = prompt_classes(load_classes(str(tmp_path / "classes.json")), "most-frequent", str(tmp_path / "f.csv"))
+    best = {c.name: max(c.names, key=lambda n: sum(brute_mentions(cap, n) for cap in captions)) for c in CLASSES}
+    assert [t.name for t in named] == [best[c.name] for c in CLASSES] and all(not t.synonyms for t in named)
+    with pytest.raises(DomainError, match="needs --frequency"):
+        prompt_classes(CLASSES, "most-frequent")

@@ -50,6 +50,12 @@ TASK_HELP = ("What the dataset is evaluated for; see docs/react-eval.md [require
 @click.option("--templates", default=None, help="Built-in template set or file [default: the dataset's own, else "
                                                 "the 80 OpenAI ImageNet templates; a linear-head checkpoint: its "
                                                 "own].")
+@click.option("--prompt-names", type=click.Choice(["as-given", "most-frequent"]), default=None,
+              show_default="as-given",
+              help="zeroshot_classification: most-frequent prompts each class by its most frequent name in the "
+                   "pretraining captions (REAL-Prompt; needs --frequency).")
+@click.option("--frequency", default=None, show_default="none",
+              help="A concept-frequency file (react-index frequency --out) for --prompt-names most-frequent.")
 @click.option("--classnames", default=None, help="Class names file or built-in set [default: the dataset's "
                                                  "classnames.txt].")
 @click.option("--train-dataset", default=None, help="linear_probe: the train split [required for linear_probe].")

@@ -29,9 +29,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-80:]
 
 
-def result_name(model: str, pretrained: str | None, dataset: str, task: str) -> str:
+def result_name(model: str, pretrained: str | None, dataset: str, task: str, variant: str | None = None) -> str:
     model_part = _slug(model + (f"-{pretrained.rsplit('/', 1)[-1]}" if pretrained else ""))
-    return f"{model_part}__{_slug(dataset)}__{task}.json"
+    return f"{model_part}__{_slug(dataset)}__{task}{f'__{variant}' if variant else ''}.json"
 
 
 def _dataset(task: str, uri: str, options: dict):
@@ -62,7 +62,9 @@ def evaluate(loaded: LoadedModel, task: str, ds, options: dict, device: str):
     common = {"batch_size": options.get("batch_size", DEFAULT_BATCH_SIZE),
               "workers": options.get("workers", default_workers()), "device": device}
     if task == "zeroshot_classification":
-        return zeroshot_classification(loaded, ds, options.get("templates"), **common)
+        return zeroshot_classification(loaded, ds, options.get("templates"), **common,
+                                       prompt_names=options.get("prompt_names", "as-given"),
+                                       frequency=options.get("frequency"))
     if task == "zeroshot_retrieval":
         return zeroshot_retrieval(loaded, ds, **common)
     if task == "linear_probe":
@@ -78,7 +80,8 @@ def run(model: str, dataset: str, *, task: str, out: str, pretrained: str | None
         batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, templates: str | None = None,
         classnames: str | None = None, train_dataset: str | None = None, shots: int | None = None,
         seeds=(0, 1, 2), init_from_text: bool = False, proposals: str | None = None, images: str | None = None,
-        split: str | None = None, margin: float = 0.1, loaded: LoadedModel | None = None) -> dict:
+        split: str | None = None, margin: float = 0.1, prompt_names: str = "as-given", frequency: str | None = None,
+        loaded: LoadedModel | None = None) -> dict:
     """Evaluate `model` on `dataset` for `task`; write `out/<model>__<dataset>__<task>.json` and return the result.
 
     model: an open_clip model name (with `pretrained`: a tag or a weights file), or `KIND:SPEC` for a registered
@@ -93,6 +96,9 @@ def run(model: str, dataset: str, *, task: str, out: str, pretrained: str | None
         seeds, and whether the head starts from the zero-shot weights.
     proposals, images, split, margin: detection's boxes to score, image folder, base/novel split file and crop
         context margin.
+    prompt_names, frequency: zero-shot classification with "most-frequent" prompts each class by its most frequent
+        name in the pretraining captions, from a `react-index frequency --out` file (REAL-Prompt); its result is
+        a separate file (`…__real-prompt.json`) whose model is named `<model>+real-prompt`.
     loaded: an already loaded model (run_suite passes one, so a model is loaded once per suite).
 
     A result that already exists for the same model spec, model, lineage and dataset checksum is not evaluated
@@ -105,6 +111,11 @@ def run(model: str, dataset: str, *, task: str, out: str, pretrained: str | None
     options = {"batch_size": batch_size, "workers": workers, "templates": templates, "classnames": classnames,
                "train_dataset": train_dataset, "shots": shots, "init_from_text": init_from_text,
                "proposals": proposals, "images": images, "split": split}
+    prompt_names = prompt_names or "as-given"
+    if prompt_names != "as-given" or frequency:
+        if task != "zeroshot_classification":
+            raise UserError(f"--prompt-names / --frequency apply to zeroshot_classification, not {task}")
+        options |= {"prompt_names": prompt_names, "frequency": frequency}
     if task == "linear_probe":
         options["seeds"] = list(seeds)
     if task == "detection":
@@ -119,7 +130,8 @@ def run(model: str, dataset: str, *, task: str, out: str, pretrained: str | None
         print(f"{ds.name}: labels: {ds.label_note}")
         if ds.label_rule == "sorted_folders":
             logging.getLogger(__name__).warning("%s: %s", dataset, ds.label_note)
-    uri = f"{out.rstrip('/')}/{result_name(model, pretrained, ds.name, task)}"
+    variant = "real-prompt" if options.get("prompt_names", "as-given") != "as-given" else None
+    uri = f"{out.rstrip('/')}/{result_name(model, pretrained, ds.name, task, variant)}"
     fs, path = fsspec.core.url_to_fs(uri)
     loaded = loaded or load(model, pretrained, device)
     if fs.exists(path):
@@ -127,7 +139,8 @@ def run(model: str, dataset: str, *, task: str, out: str, pretrained: str | None
             previous = read_manifest(uri, EVAL_RESULT)
             # same data, same model spec, and the same model behind it (a retrained checkpoint has a new id)
             if previous["dataset_checksum"] == ds.checksum and previous["model_spec"] == model and \
-                    previous["model"] == loaded.name and previous["lineage"] == loaded.lineage:
+                    previous["model"] == _model_name(loaded, variant) and previous["lineage"] == loaded.lineage \
+                    and _same_options(previous.get("options", {}), options):
                 print(f"{uri}: already evaluated, skipping")
                 return previous
         except ManifestError:
@@ -140,7 +153,7 @@ def run(model: str, dataset: str, *, task: str, out: str, pretrained: str | None
                                                     "features are the base model's"}}
     if isinstance(ds, Classification):
         details = {**details, "labels": {"rule": ds.label_rule, "how": ds.label_note}}
-    body = {"dataset": ds.name, "model": loaded.name, "pretrained": loaded.pretrained or "",
+    body = {"dataset": ds.name, "model": _model_name(loaded, variant), "pretrained": loaded.pretrained or "",
             "task": task, "metrics": {k: (None if v != v else v) for k, v in metrics.items()}, "language": "en",
             "model_spec": model, "dataset_uri": dataset, "dataset_checksum": ds.checksum, "n_samples": n,
             "seconds": round(time.perf_counter() - start, 3), "details": details,
@@ -151,9 +164,20 @@ def run(model: str, dataset: str, *, task: str, out: str, pretrained: str | None
     return result
 
 
+def _model_name(loaded: LoadedModel, variant: str | None) -> str:
+    return f"{loaded.name}+{variant}" if variant else loaded.name
+
+
+def _same_options(previous: dict, options: dict) -> bool:
+    """Whether a stored result was computed with these options (batch size and workers change no metric)."""
+    ignore = ("workers", "batch_size")
+    return {k: v for k, v in previous.items() if k not in ignore} == \
+        {k: v for k, v in options.items() if k not in ignore}
+
+
 # the keyword options of run() a suite entry may set (beside `dataset` and `task`)
 SUITE_OPTIONS = ("batch_size", "workers", "templates", "classnames", "train_dataset", "shots", "seeds",
-                 "init_from_text", "proposals", "images", "split", "margin")
+                 "init_from_text", "proposals", "images", "split", "margin", "prompt_names", "frequency")
 
 
 def read_suite(uri: str) -> dict:

@@ -42,6 +42,9 @@ _API = {
     "materialize": "materialize",
     "inspect": "inspect_html",
     "describe": "info",
+    "concept_frequency": "frequency",
+    "write_frequency": "frequency",
+    "caption_candidates": "captions",
     "UserError": "_manifests",
 }
 __all__ = list(_API)

@@ -188,9 +188,28 @@ def add_command(index_dir, sources, target_recall, max_memory, device, **options
 @click.option("--templates", default=None,
               help="Prompt templates: a built-in set (openai_imagenet [default], simple_imagenet, pets, food101, …) "
                    "or a file (one per line, {} or {c} marks the class).")
-@click.option("--mode", type=click.Choice(["t2i", "t2t", "i2i", "fusion"]), default="t2i", show_default=True,
+@click.option("--mode", type=click.Choice(["t2i", "t2t", "i2i", "caption", "fusion"]), default="t2i",
+              show_default=True,
               help="t2i: text prompts against the image index (REACT); t2t: against the caption index; i2i: example "
-                   "images (--examples) against the image index; fusion: all of them merged by reciprocal rank.")
+                   "images (--examples) against the image index; caption: samples whose captions name the class or a "
+                   "synonym, ranked by --rank, K per class (Neural Priming / REAL); fusion: several modes (--fuse) "
+                   "merged by reciprocal rank.")
+@click.option("--rank", "caption_rank", type=click.Choice(["image", "text"]), default="image", show_default=True,
+              help="caption mode: rank a class's caption matches by the similarity of its prompt embedding to the "
+                   "sample's image (Neural Priming's filter) or caption embedding.")
+@click.option("--fuse", default=None,
+              help="fusion: the modes to merge, comma-separated, e.g. t2i,t2t,caption [default: t2i,t2t, and i2i "
+                   "with --examples].")
+@click.option("--synonyms", default=None,
+              help="A synonyms file ({class: [names]} json, or 'class: name, name' lines): more names per class, "
+                   "prompted and matched by caption mode [default: none].")
+@click.option("--prompt-names", type=click.Choice(["as-given", "most-frequent"]), default="as-given",
+              show_default=True,
+              help="most-frequent: prompt each class by its most frequent name in the captions (REAL-Prompt; "
+                   "needs --frequency).")
+@click.option("--frequency", default=None,
+              help="A concept-frequency file (react-index frequency --out) for --prompt-names most-frequent "
+                   "[default: none].")
 @click.option("--k", "k", default=125, show_default=True, help="Neighbours per query (per template, or per class).")
 @click.option("--per", type=click.Choice(["template", "class"]), default="template", show_default=True,
               help="K per template per class (REACT) or K per class from the prompt-ensemble query.")
@@ -222,8 +241,9 @@ def add_command(index_dir, sources, target_recall, max_memory, device, **options
               help="Also write img2dataset's input here (.parquet: url, caption, sample_id, class_name; one row per "
                    "distinct URL); `react-index attach` maps its download back to the set [default: not written].")
 @friendly_errors
-def query_command(index_dir, classes, templates, mode, k, per, cross_class, near_duplicates, min_score, budget,
-                  rerank, query_embeddings, examples, model, pretrained, model_config, device, out, export_urls):
+def query_command(index_dir, classes, templates, mode, caption_rank, fuse, synonyms, prompt_names, frequency, k, per,
+                  cross_class, near_duplicates, min_score, budget, rerank, query_embeddings, examples, model,
+                  pretrained, model_config, device, out, export_urls):
     """Retrieve the most relevant samples for every class of a target domain."""
     from .domain import load_classes, load_templates
     from .query import Selection, retrieve
@@ -233,7 +253,40 @@ def query_command(index_dir, classes, templates, mode, k, per, cross_class, near
     chosen = load_templates(templates) if templates or not query_embeddings else []
     retrieve(index_dir, load_classes(classes), out=out, templates=chosen, mode=mode, selection=selection,
              query_embeddings=query_embeddings, examples=examples, model=model, pretrained=pretrained,
-             device=_device(device), export_urls=export_urls, rerank=rerank, model_config=model_config)
+             device=_device(device), export_urls=export_urls, rerank=rerank, model_config=model_config,
+             synonyms=synonyms, prompt_names=prompt_names, frequency=frequency, caption_rank=caption_rank,
+             fuse=[m.strip() for m in fuse.split(",") if m.strip()] if fuse else None)
+
+
+@main.command("frequency")
+@click.option("--index", "index_dir", required=True, help="Index folder (or store folder) whose captions are counted.")
+@click.option("--classes", required=True,
+              help="Class names: a txt file, a json list or {class: [synonyms]}, or a built-in set.")
+@click.option("--synonyms", default=None,
+              help="A synonyms file: more names per class, each counted on its own and in the class's total "
+                   "[default: none].")
+@click.option("--out", default=None,
+              help="Write the table: .csv or .json, one row per class (class_name, count, per-name counts, "
+                   "most_frequent, tail) [default: printed only].")
+@click.option("--tail-quantile", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="Classes at or below this quantile of the class counts are flagged as tail classes.")
+@click.option("--tail-min", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Classes with fewer matching captions than this are tail classes whatever the quantile.")
+@friendly_errors
+def frequency_command(index_dir, classes, synonyms, out, tail_quantile, tail_min):
+    """Count how many captions name each class and each synonym (whole words, plurals; as --mode caption matches
+    them): concept frequency in the pretraining data, REAL's signal for the tail classes CLIP fails on."""
+    from .domain import load_classes, load_synonyms, with_synonyms
+    from .frequency import concept_frequency, format_table, write_frequency
+
+    targets = load_classes(classes)
+    if synonyms:
+        targets = with_synonyms(targets, load_synonyms(synonyms), synonyms)
+    table = concept_frequency(index_dir, targets, quantile=tail_quantile, minimum=tail_min)
+    click.echo(format_table(table, limit=50))
+    if out:
+        write_frequency(table, out)
+        click.echo(f"frequency -> {out}")
 
 
 @main.command("materialize")

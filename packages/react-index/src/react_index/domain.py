@@ -14,10 +14,12 @@ from ._domainfiles import (
                            load_classes,
                            load_synonyms,
                            load_templates,
+                           prompt_classes,
                            prompts,
                            read_entries,
                            with_synonyms,
 )
 
-__all__ = ["DomainError", "TargetClass", "builtin", "load_classes", "load_synonyms", "load_templates", "prompts",
+__all__ = ["DomainError", "TargetClass", "builtin", "load_classes", "load_synonyms", "load_templates", "prompt_classes",
+           "prompts",
            "read_entries", "with_synonyms"]

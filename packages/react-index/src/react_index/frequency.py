@@ -126,9 +126,11 @@ def format_table(table: FrequencyTable, limit: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def concept_frequency(index_or_store, classes, quantile: float = TAIL_QUANTILE, minimum: int = TAIL_MIN,
+def concept_frequency(index_or_store, classes, *, quantile: float = TAIL_QUANTILE, minimum: int = TAIL_MIN,
                       ) -> FrequencyTable:
-    """`react-index frequency`: match every caption of an index folder's store (or a store) and count."""
+    """`react-index frequency`: how many captions of an index folder's store (or a store, or a Store) name each
+    class and each of its synonyms (whole words, plurals: as caption retrieval matches them). Tail classes are those
+    at or below the `quantile` of the class counts, or below `minimum` captions."""
     from .captions import match_store
 
     return count_frequency(match_store(index_or_store, classes), quantile, minimum)

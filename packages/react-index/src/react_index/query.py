@@ -1,9 +1,12 @@
 """`react-index query`: a target domain → the most relevant corpus samples per class → a retrieval set.
 
 Modes: `t2i` text prompts against the image index (REACT's default), `t2t` against the text index,
-`i2i` example images against the image index, and `fusion`, which runs t2i and t2t (and i2i when
-examples are given) and merges them by reciprocal-rank fusion: a sample's score in a class is
-Σ over modes of 1 / (60 + its rank in that mode's list for the class).
+`i2i` example images against the image index, `caption` the samples whose captions name the class or a synonym
+(captions.py: whole words, plurals) ranked by exact similarity of the class's prompt-ensemble embedding to their
+image (Neural Priming's filter) or caption embedding (`caption_rank`), K per class, and `fusion`, which runs t2i
+and t2t (and i2i when examples are given; or the modes `fuse` names, caption among them) and merges them by
+reciprocal-rank fusion: a sample's score in a class is Σ over modes of 1 / (60 + its rank in that mode's list
+for the class).
 
 Selection, per class: K nearest per query (`per="template"`, REACT) or K nearest to the class's
 prompt-ensemble embedding (`per="class"`); a sample found by several queries is kept once with its
@@ -26,7 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
 from ._manifests import RETRIEVAL_COLUMNS, UserError, manifest_uri, require, write_parquet_atomic
-from .domain import DomainError, TargetClass, load_templates, prompts
+from .domain import DomainError, TargetClass, load_synonyms, load_templates, prompt_classes, prompts, with_synonyms
 from .manifest import INDEX, ManifestError, lineage_entry, read_manifest, write_retrieval_manifest
 from .rerank import CANDIDATES_PER_SEARCH, search_reranked
 from .sources import IMAGE_EXTS
@@ -34,8 +37,9 @@ from .store import UNKNOWN, Store, open_store
 
 CLIP_INSTALL = "pip install 'react-index[clip]'"
 
-MODES = ("t2i", "t2t", "i2i", "fusion")
-MODE_INDEX = {"t2i": "image", "i2i": "image", "t2t": "text"}
+MODES = ("t2i", "t2t", "i2i", "caption", "fusion")
+MODE_INDEX = {"t2i": "image", "i2i": "image", "t2t": "text"}  # caption mode reads the store's vectors, no index
+CAPTION_RANKS = ("image", "text")
 RRF_K = 60
 JOIN_COLUMNS = ["key", "caption", "image_uri", "image_offset", "image_length", "url", "source", "source_row"]
 ROW_SCHEMA = pa.schema([*RETRIEVAL_COLUMNS, pa.field("source", pa.string()), pa.field("source_row", pa.int64())])
@@ -384,6 +388,28 @@ def _labels_by_row(candidates, queries_by_mode, rows_g: np.ndarray, n_samples: i
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), names.take(pa.array(code[best])))
 
 
+def caption_queries(text: Queries, store: Store, classes: list[TargetClass], k: int, rank: str):
+    """Caption mode: (the per-class queries, candidates (class, sample, score, query index)). Each class's
+    candidates are the samples whose caption names it or a synonym (captions.py); the k best of them by exact inner
+    product of the class's prompt-ensemble embedding with the sample's `rank` ("image" or "text") vector."""
+    from .caption_rank import rank_candidates
+    from .captions import caption_candidates
+
+    if rank not in store.manifest["modalities"]:
+        raise UserError(f"--rank {rank}: the store has no {rank} embeddings (it has "
+                        f"{', '.join(store.manifest['modalities'])})")
+    ensemble = text.ensembled(len(classes))
+    vectors = np.zeros((len(classes), ensemble.vectors.shape[1]), np.float32)
+    vectors[ensemble.classes] = ensemble.vectors
+    rows = caption_candidates(store, classes)
+    cls, ids, score = rank_candidates(store, vectors, rows, k, modality=rank)
+    q = Queries(ensemble.classes, ["caption"] * len(ensemble.classes), ensemble.vectors)
+    matched = sum(len(r) > 0 for r in rows)
+    print(f"  caption: {sum(len(r) for r in rows):,} caption matches for {matched} of {len(classes)} classes; "
+          f"top {k} per class by {rank} similarity")
+    return q, (cls, ids, score, np.searchsorted(ensemble.classes, cls))
+
+
 def rerank_override(rerank: int | str | None, recorded: int = 1) -> int:
     """The re-ranking factor a query uses: the index's `recorded` one (None / "auto"), 1 ("off"), or r ≥ 1."""
     if rerank is None or rerank == "auto":
@@ -404,7 +430,8 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
              mode: str = "t2i", selection: Selection | None = None, query_embeddings: str | None = None,
              examples: str | None = None, model: str | None = None, pretrained: str | None = None,
              device: str | None = None, export_urls: str | None = None, rerank: int | str | None = None,
-             model_config: str | None = None) -> dict:
+             model_config: str | None = None, synonyms: str | None = None, prompt_names: str = "as-given",
+             frequency: str | None = None, caption_rank: str = "image", fuse: list[str] | None = None) -> dict:
     """Run the domain's queries against the index in `index_dir` and write the retrieval set `out` (a .parquet,
     its manifest beside it as `out.json`); returns the manifest. `react-index query` runs this.
 
@@ -416,12 +443,22 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
     EXAMPLES/<class name>/; `export_urls`: also write img2dataset's input list there. `rerank`:
     None / "auto" re-ranks as the index's manifest says (its `rerank` factor), "off" never, an integer r
     re-scores r·k candidates per query. `model` / `pretrained` override the index's encoder; `model_config`: an
-    open_clip model config JSON (or folder) registered first; `device`: None picks CUDA when present."""
+    open_clip model config JSON (or folder) registered first; `device`: None picks CUDA when present.
+    `synonyms`: a synonyms file adding names to the classes (prompted, and matched by caption mode);
+    `prompt_names` "most-frequent" with a `frequency` file (react-index frequency) prompts each class by its most
+    frequent name only (REAL-Prompt); `caption_rank`: what caption mode ranks a class's matches by, "image"
+    (the sample's image embedding, Neural Priming) or "text" (its caption embedding); `fuse`: the modes `fusion`
+    merges (default t2i, t2t, and i2i with examples)."""
     selection = Selection() if selection is None else selection
     if isinstance(classes, str):
         from .domain import load_classes
 
         classes = load_classes(classes)
+    if synonyms:
+        classes = with_synonyms(classes, load_synonyms(synonyms), synonyms)
+    named = prompt_classes(classes, prompt_names, frequency)  # the names prompts use (REAL-Prompt: one per class)
+    if caption_rank not in CAPTION_RANKS:
+        raise UserError(f"--rank {caption_rank!r} is unknown; choose from {', '.join(CAPTION_RANKS)}")
     if isinstance(templates, str):
         templates = load_templates(templates)
     rerank_override(rerank)  # a bad value is refused before any work
@@ -433,9 +470,19 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
         raise UserError("--mode i2i needs --examples DIR: example images in DIR/<class name>/*.jpg")
     if examples and mode not in ("i2i", "fusion"):
         raise UserError(f"--examples is used by --mode i2i and fusion only, not {mode}; drop it or change --mode")
-    modes = ["t2i", "t2t"] + (["i2i"] if examples else []) if mode == "fusion" else [mode]
+    if fuse and mode != "fusion":
+        raise UserError(f"--fuse lists the modes --mode fusion merges; it means nothing with --mode {mode}")
+    if mode == "fusion":
+        modes = list(fuse) if fuse else ["t2i", "t2t"] + (["i2i"] if examples else [])
+        wrong = [m for m in modes if m not in MODES or m == "fusion"]
+        if wrong or len(modes) < 2 or len(set(modes)) < len(modes):
+            raise UserError(f"--fuse {','.join(modes)}: name two or more distinct modes of t2i, t2t, i2i, caption")
+        if "i2i" in modes and not examples:
+            raise UserError("--fuse with i2i needs --examples DIR: example images in DIR/<class name>/*.jpg")
+    else:
+        modes = [mode]
     manifest = read_manifest(manifest_uri(index_dir), INDEX)
-    missing = sorted({MODE_INDEX[m] for m in modes} - set(manifest["indexes"]))
+    missing = sorted({MODE_INDEX[m] for m in modes if m in MODE_INDEX} - set(manifest["indexes"]))
     if missing:
         raise UserError(f"{index_dir}: --mode {mode} needs the {' and '.join(missing)} index, which it lacks "
                         f"(it has {', '.join(manifest['indexes'])}); build one with react-index build --modality")
@@ -453,13 +500,19 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
             if "i2i" not in modes else ""
         clip_embed = require(".clip_embed", CLIP_INSTALL, avoid, package="react_index")  # the [clip] extra
         encoder = clip_embed.QueryEncoder(name, weights or None, device)
-    manifest, store, indexes = open_index(index_dir, {MODE_INDEX[m] for m in modes}, manifest=manifest)
+    manifest, store, indexes = open_index(index_dir, {MODE_INDEX[m] for m in modes if m in MODE_INDEX},
+                                          manifest=manifest)
     text = None
-    if any(m in ("t2i", "t2t") for m in modes):
+    if any(m in ("t2i", "t2t", "caption") for m in modes):
         text = embedding_queries(query_embeddings, classes, templates) if query_embeddings else \
-            text_queries(classes, templates, encoder)
+            text_queries(named, templates, encoder)
     candidates, queries_by_mode, factors = [], [], {}
     for m in modes:
+        if m == "caption":  # candidates by caption text, ranked by exact similarity, K per class
+            q, found = caption_queries(text, store, classes, selection.k, caption_rank)
+            candidates.append(found)
+            queries_by_mode.append(q)
+            continue
         q = example_queries(examples, classes, encoder) if m == "i2i" else text
         if selection.per == "class":
             q = q.ensembled(len(classes))
@@ -476,7 +529,7 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
         queries_by_mode.append(q)
     sorted_modes = []
     cls, ids, score = combine(candidates, store.n, sorted_modes)
-    keep = select(cls, ids, score, selection, len(classes), store, MODE_INDEX[modes[0]])
+    keep = select(cls, ids, score, selection, len(classes), store, MODE_INDEX.get(modes[0], caption_rank))
     cls, ids, score = cls[keep], ids[keep], score[keep]
 
     unique = np.unique(ids)
@@ -498,9 +551,11 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
     }, schema=ROW_SCHEMA)
     write_parquet_atomic(out, table)
     counts = np.bincount(cls, minlength=len(classes)).tolist()
+    extra = {"prompt_names": prompt_names} | ({"frequency": frequency} if frequency else {}) \
+        | ({"caption_rank": caption_rank} if "caption" in modes else {}) | ({"fused": modes} if len(modes) > 1 else {})
     body = {"model": manifest["model"], "mode": mode, "k": selection.k,
             "selection": asdict(selection) | {"dedup": "within-class", "skipped_no_locator": skipped,
-                                              "rerank": factors},
+                                              "rerank": factors} | extra,
             "classes": [c.name for c in classes], "templates": templates, "counts_per_class": counts,
             "unique_samples": len(np.unique(ids))}
     sidecar = write_retrieval_manifest(out, body, [lineage_entry(manifest, manifest_uri(index_dir))])

@@ -9,13 +9,17 @@ Formats (docs/react-index.md, "Domain files"):
 - `.txt`: one entry per line; blank lines and lines starting with `#` are ignored; surrounding spaces trimmed;
 - `.json`: a list of strings; for classes also an object `{class: [synonyms]}` (or `{class: "synonym"}`);
 - synonyms: a `.json` object `{class: [synonyms]}`, or a `.txt` file of `class: synonym, synonym` lines.
+- concept frequency (`react-index frequency --out`): `.csv` with columns class_name, count and either
+  most_frequent or names (a JSON object {name: count}), or `.json` {"classes": [rows]} (or a bare list of rows).
 Templates mark the class with `{}` or `{c}`. Every error names the file and the line (or list entry).
 Duplicated class names and templates are refused: they would silently double an entry's weight.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import json
 import unicodedata
 from dataclasses import dataclass
@@ -195,3 +199,100 @@ def with_synonyms(classes: list[TargetClass], synonyms: dict[str, tuple[str, ...
 def prompts(classes: list[TargetClass], templates: list[str]) -> list[tuple[int, str, str]]:
     """(class index, template, prompt text) for every class name or synonym under every template."""
     return [(i, t, t.replace("{c}", name)) for i, c in enumerate(classes) for name in c.names for t in templates]
+
+
+def _frequency_row(uri: str, where: str, row) -> tuple[str, dict[str, int], str | None]:
+    if not isinstance(row, dict):
+        raise DomainError(f"{uri}: {where}: expected an object with class_name and count")
+    name = row.get("class_name")
+    if not isinstance(name, str) or not name.strip():
+        raise DomainError(f"{uri}: {where}: 'class_name' is missing or empty")
+    names = row.get("names")
+    if isinstance(names, str) and names.strip():
+        try:
+            names = json.loads(names)
+        except json.JSONDecodeError:
+            raise DomainError(f"{uri}: {where}: column 'names' is not a JSON object {{name: count}}") from None
+    if names in (None, ""):
+        names = {}
+    if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                                              for k, v in names.items()):
+        raise DomainError(f"{uri}: {where}: 'names' must be an object {{name: count}} with integer counts")
+    best = row.get("most_frequent")
+    if best is not None and (not isinstance(best, str) or not best.strip()):
+        best = None
+    return name.strip(), names, best.strip() if best else None
+
+
+def load_frequency(uri: str) -> dict[str, tuple[str, dict[str, int]]]:
+    """{class: (most frequent name, {name: count})} from a concept-frequency file (`react-index frequency --out`,
+    .csv or .json). The most frequent name is the file's `most_frequent`, else the name with the highest count
+    in `names` (ties: the first listed), else the class name itself."""
+    if not uri.lower().endswith((".csv", ".json")):
+        raise DomainError(f"{uri}: a frequency file must be .csv or .json (react-index frequency --out)")
+    text = _read_text(uri)
+    rows: list[tuple[str, object]] = []
+    if _is_json(uri):
+        data = _json(uri, text)
+        if isinstance(data, dict):
+            data = data.get("classes")
+        if not isinstance(data, list):
+            raise DomainError(f"{uri}: expected {{\"classes\": [rows]}} or a JSON list of rows with class_name and "
+                              "count (write it with react-index frequency --out FILE.json)")
+        rows = [(f"entry {i}", r) for i, r in enumerate(data, 1)]
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or "class_name" not in reader.fieldnames:
+            raise DomainError(f"{uri}: line 1: no 'class_name' column (write it with react-index frequency --out "
+                              "FILE.csv)")
+        if "most_frequent" not in reader.fieldnames and "names" not in reader.fieldnames:
+            raise DomainError(f"{uri}: line 1: needs a 'most_frequent' or a 'names' column")
+        rows = [(f"line {i}", r) for i, r in enumerate(reader, 2)]
+    out: dict[str, tuple[str, dict[str, int]]] = {}
+    first: dict[str, str] = {}
+    for where, row in rows:
+        name, names, best = _frequency_row(uri, where, row)
+        if name in first:
+            raise DomainError(f"{uri}: {where}: class {name!r} repeats {first[name]}; each class must appear once")
+        first[name] = where
+        if best is None:
+            best = max(names, key=lambda n: names[n]) if names else name
+        out[name] = (best, names)
+    if not out:
+        raise DomainError(f"{uri}: no classes in this frequency file")
+    return out
+
+
+def most_frequent_names(uri: str, classes: list[TargetClass] | None = None) -> dict[str, str]:
+    """{class: its most frequent name} (REAL-Prompt, `--prompt-names most-frequent --frequency FILE`). With
+    `classes`, every class must be in the file (a class it lacks would silently keep its own name)."""
+    freq = load_frequency(uri)
+    if classes is not None:
+        missing = [c.name for c in classes if c.name not in freq]
+        if missing:
+            raise DomainError(f"{uri}: no row for class(es) {', '.join(map(repr, missing[:5]))}"
+                              f"{' …' if len(missing) > 5 else ''}; count the same classes (react-index frequency "
+                              "--classes …)")
+    return {name: best for name, (best, _) in freq.items()}
+
+
+PROMPT_NAMES = ("as-given", "most-frequent")
+
+
+def prompt_classes(classes: list[TargetClass], prompt_names: str = "as-given",
+                   frequency: str | None = None) -> list[TargetClass]:
+    """The names prompts are built from, one entry per class in order. "as-given": each class with its synonyms
+    (every name prompted); "most-frequent" (REAL-Prompt, Parashar et al. 2024): only the class's most frequent name
+    in the pretraining captions, from `frequency` (a `react-index frequency --out` file). The class a prompt
+    belongs to — and what results are labelled with — stays the class's own name."""
+    if prompt_names not in PROMPT_NAMES:
+        raise DomainError(f"--prompt-names {prompt_names!r} is unknown; choose from {', '.join(PROMPT_NAMES)}")
+    if prompt_names == "as-given":
+        if frequency:
+            raise DomainError("--frequency is read by --prompt-names most-frequent only; add that or drop --frequency")
+        return classes
+    if not frequency:
+        raise DomainError("--prompt-names most-frequent needs --frequency FILE (write one with react-index frequency "
+                          "--index DIR --classes FILE --out FILE.csv)")
+    best = most_frequent_names(frequency, classes)
+    return [TargetClass(best[c.name]) for c in classes]

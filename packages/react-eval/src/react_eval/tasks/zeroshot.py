@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._domainfiles import TargetClass, prompt_classes
 from .._loader_protocol import LoadedModel, TrainedClassifier
 from ..datasets import Classification, DatasetError
 from ..domain import dataset_metric, load_templates
@@ -48,12 +49,16 @@ def head_order(head: TrainedClassifier, ds: Classification) -> list[int]:
 
 
 def zeroshot_classification(loaded: LoadedModel, ds: Classification, templates: str | None = None, batch_size: int = 64,
-                            workers: int = 2, device: str = "cpu"):
+                            workers: int = 2, device: str = "cpu", prompt_names: str = "as-given",
+                            frequency: str | None = None):
     head = getattr(loaded, "classifier", None)
     order = head_order(head, ds) if head is not None else None  # refuse a mismatch before encoding anything
     # a trained head's zero-shot part uses the prompts its ensemble weight was chosen with, unless --templates
     chosen = load_templates(templates, head.templates if head is not None else ds.templates)
-    weights = zeroshot_classifier(loaded, ds.classnames, chosen, device)
+    # REAL-Prompt: each class prompted by its most frequent name in the pretraining captions; metrics and per-class
+    # results keep the dataset's own class names
+    names = [c.name for c in prompt_classes([TargetClass(n) for n in ds.classnames], prompt_names, frequency)]
+    weights = zeroshot_classifier(loaded, names, chosen, device)
     images = encode_images(loaded, ds.images, batch_size, workers, device)
     logits = 100.0 * images @ weights.T
     used = {}
@@ -66,4 +71,7 @@ def zeroshot_classification(loaded: LoadedModel, ds: Classification, templates: 
                                "class_order": "same" if order == list(range(len(order))) else "mapped by name",
                                "templates": templates or "the checkpoint's", "n_templates": len(chosen)}}
     metrics, details = classification_metrics(logits, np.asarray(ds.labels), ds.classnames, dataset_metric(ds.name))
+    if prompt_names != "as-given":
+        used = used | {"prompt_names": {"rule": prompt_names, "frequency": frequency,
+                                        "renamed": {c: n for c, n in zip(ds.classnames, names, strict=True) if c != n}}}
     return metrics, details | used
