@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from builtin_domains import ELEVATER, FROM_OPENAI_PROMPTS, VOC2007
 
-from react_index._manifests import read_retrieval_manifest
+from react_index._manifests import UserError, read_retrieval_manifest
 from react_index.build import build_index
 from react_index.domain import TargetClass, builtin, load_classes, load_templates
 from react_index.precomputed import ingest_precomputed
@@ -230,3 +230,28 @@ def test_large_k_on_an_ivf_index_probes_enough_lists(tmp_path):
     exact = np.argsort(-(image.astype(np.float32) @ queries[0]), kind="stable")[:100]
     found = set(ids[names == "red"].tolist())
     assert len(found & set(exact.tolist())) >= 95  # the top of the list is still (nearly) exact
+
+
+def test_nprobe_overrides_the_tuned_value_and_is_recorded(tmp_path):
+    """--nprobe: probing every list of an IVF-Flat index is exact search; the manifest says what was probed."""
+    import json
+
+    from stores import make_store
+
+    store, image, _ = make_store(tmp_path, 4000, D, 2000, n_clusters=40)
+    build_index(str(store), str(tmp_path / "index"), index_key="IVF64,Flat", modalities=["image"], queries=50)
+    queries = _unit(np.random.default_rng(1).standard_normal((2, D)).astype(np.float32))
+    np.save(tmp_path / "q.npy", queries)
+    out = tmp_path / "r.parquet"
+    retrieve(str(tmp_path / "index"), CLASSES[:2], out=str(out), templates=[], mode="t2i",
+             selection=Selection(k=20, per="class"), query_embeddings=str(tmp_path / "q.npy"), nprobe=64)
+    rows = pq.read_table(out, columns=["class_index", "sample_id"]).to_pydict()
+    for c in (0, 1):
+        exact = np.argsort(-(image.astype(np.float32) @ queries[c]), kind="stable")[:20]
+        got = [s for s, k in zip(rows["sample_id"], rows["class_index"], strict=True) if k == c]
+        assert set(got) == set(exact.tolist())
+    assert json.loads((tmp_path / "r.parquet.json").read_text())["selection"]["nprobe"] == 64
+    build_index(str(store), str(tmp_path / "flat"), index_key="Flat", modalities=["image"], queries=50)
+    with pytest.raises(UserError, match="not an IVF index"):
+        retrieve(str(tmp_path / "flat"), CLASSES[:2], out=str(out), templates=[], mode="t2i",
+                 query_embeddings=str(tmp_path / "q.npy"), nprobe=8)

@@ -224,6 +224,9 @@ def add_command(index_dir, sources, target_recall, max_memory, device, **options
 @click.option("--rerank", default="auto", show_default=True,
               help="Exact re-ranking: 'auto' as the index was tuned (its manifest's r), 'off', or r (r·k "
                    "candidates per query re-scored with the store's vectors).")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None,
+              help="IVF indexes: inverted lists probed per query instead of the tuned value (probe more for queries "
+                   "unlike the ones build tuned with, e.g. text queries of an image-only store) [default: as tuned].")
 @click.option("--query-embeddings", default=None,
               help="Ready query vectors (.npy, (classes, d) or (classes, templates, d)): no torch needed "
                    "[default: none, prompts are encoded].")
@@ -242,7 +245,7 @@ def add_command(index_dir, sources, target_recall, max_memory, device, **options
                    "distinct URL); `react-index attach` maps its download back to the set [default: not written].")
 @friendly_errors
 def query_command(index_dir, classes, templates, mode, caption_rank, fuse, synonyms, prompt_names, frequency, k, per,
-                  cross_class, near_duplicates, min_score, budget, rerank, query_embeddings, examples, model,
+                  cross_class, near_duplicates, min_score, budget, rerank, nprobe, query_embeddings, examples, model,
                   pretrained, model_config, device, out, export_urls):
     """Retrieve the most relevant samples for every class of a target domain."""
     from .domain import load_classes, load_templates
@@ -255,7 +258,7 @@ def query_command(index_dir, classes, templates, mode, caption_rank, fuse, synon
              query_embeddings=query_embeddings, examples=examples, model=model, pretrained=pretrained,
              device=_device(device), export_urls=export_urls, rerank=rerank, model_config=model_config,
              synonyms=synonyms, prompt_names=prompt_names, frequency=frequency, caption_rank=caption_rank,
-             fuse=[m.strip() for m in fuse.split(",") if m.strip()] if fuse else None)
+             fuse=[m.strip() for m in fuse.split(",") if m.strip()] if fuse else None, nprobe=nprobe)
 
 
 @main.command("frequency")

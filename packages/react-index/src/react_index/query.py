@@ -388,6 +388,17 @@ def _labels_by_row(candidates, queries_by_mode, rows_g: np.ndarray, n_samples: i
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), names.take(pa.array(code[best])))
 
 
+def set_nprobe(index, nprobe: int, where: str) -> None:
+    """Probe `nprobe` inverted lists per query instead of the tuned value; refused on an index without lists."""
+    if nprobe < 1:
+        raise UserError(f"--nprobe must be a positive integer, got {nprobe}")
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        raise UserError(f"--nprobe: {where} is not an IVF index (it has no inverted lists to probe)") from None
+    ivf.nprobe = min(nprobe, ivf.nlist)
+
+
 def caption_queries(text: Queries, store: Store, classes: list[TargetClass], k: int, rank: str):
     """Caption mode: (the per-class queries, candidates (class, sample, score, query index)). Each class's
     candidates are the samples whose caption names it or a synonym (captions.py); the k best of them by exact inner
@@ -431,7 +442,8 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
              examples: str | None = None, model: str | None = None, pretrained: str | None = None,
              device: str | None = None, export_urls: str | None = None, rerank: int | str | None = None,
              model_config: str | None = None, synonyms: str | None = None, prompt_names: str = "as-given",
-             frequency: str | None = None, caption_rank: str = "image", fuse: list[str] | None = None) -> dict:
+             frequency: str | None = None, caption_rank: str = "image", fuse: list[str] | None = None,
+             nprobe: int | None = None) -> dict:
     """Run the domain's queries against the index in `index_dir` and write the retrieval set `out` (a .parquet,
     its manifest beside it as `out.json`); returns the manifest. `react-index query` runs this.
 
@@ -448,7 +460,9 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
     `prompt_names` "most-frequent" with a `frequency` file (react-index frequency) prompts each class by its most
     frequent name only (REAL-Prompt); `caption_rank`: what caption mode ranks a class's matches by, "image"
     (the sample's image embedding, Neural Priming) or "text" (its caption embedding); `fuse`: the modes `fusion`
-    merges (default t2i, t2t, and i2i with examples)."""
+    merges (default t2i, t2t, and i2i with examples). `nprobe`: inverted lists probed per query on IVF indexes,
+    instead of the value `build` tuned (for queries unlike the ones it tuned with, e.g. text queries of an image-only
+    store; recorded in the manifest)."""
     selection = Selection() if selection is None else selection
     if isinstance(classes, str):
         from .domain import load_classes
@@ -523,6 +537,8 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
                               f"{index_dir} holds width {manifest['dim']}: queries must come from the model that "
                               "embedded the corpus")
         modality = MODE_INDEX[m]
+        if nprobe is not None:
+            set_nprobe(indexes[modality], nprobe, f"{index_dir} ({modality})")
         factors[modality] = rerank_override(rerank, manifest["indexes"][modality].get("rerank", 1))
         candidates.append(search(indexes[modality], q, selection.k, store=store, modality=modality,
                                  factor=factors[modality]))
@@ -552,7 +568,8 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
     write_parquet_atomic(out, table)
     counts = np.bincount(cls, minlength=len(classes)).tolist()
     extra = {"prompt_names": prompt_names} | ({"frequency": frequency} if frequency else {}) \
-        | ({"caption_rank": caption_rank} if "caption" in modes else {}) | ({"fused": modes} if len(modes) > 1 else {})
+        | ({"caption_rank": caption_rank} if "caption" in modes else {}) \
+        | ({"fused": modes} if len(modes) > 1 else {}) | ({"nprobe": nprobe} if nprobe is not None else {})
     body = {"model": manifest["model"], "mode": mode, "k": selection.k,
             "selection": asdict(selection) | {"dedup": "within-class", "skipped_no_locator": skipped,
                                               "rerank": factors} | extra,
