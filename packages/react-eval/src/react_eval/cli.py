@@ -77,6 +77,7 @@ TASK_HELP = ("What the dataset is evaluated for; see docs/react-eval.md [require
 @friendly_errors
 def run_command(model, pretrained, model_config, dataset, task, suite, out, device, **options):
     """Evaluate a model on a dataset and task (or a whole suite); one JSON result per (model, dataset, task)."""
+    click.echo("react-eval: importing torch and open_clip ...", err=True)  # seconds of silence otherwise
     from .runner import run, run_suite
 
     if model_config:

@@ -82,6 +82,7 @@ def embed(sources, out: str, *, model: str | None = None, pretrained: str | None
                           "other inputs carry their own image locations")
     model = model or DEFAULT_MODEL
     shards = discover(uris)
+    print("react-index: importing torch and open_clip ...", flush=True)  # seconds of silence otherwise
     clip_embed = require(".clip_embed", CLIP_INSTALL, "ingest precomputed embeddings (a folder holding img_emb/) "
                          "instead", package="react_index")
     rank, world, _ = clip_embed.distributed_rank()

@@ -512,6 +512,7 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
                             "vectors with --query-embeddings FILE.npy")
         avoid = "pass ready query vectors with --query-embeddings FILE.npy (no torch needed)" \
             if "i2i" not in modes else ""
+        print("react-index: importing torch and open_clip ...", flush=True)  # seconds of silence otherwise
         clip_embed = require(".clip_embed", CLIP_INSTALL, avoid, package="react_index")  # the [clip] extra
         encoder = clip_embed.QueryEncoder(name, weights or None, device)
     manifest, store, indexes = open_index(index_dir, {MODE_INDEX[m] for m in modes if m in MODE_INDEX},

@@ -96,6 +96,7 @@ def main():
 def train_command(retrieval, old_manifest, model_config, no_text_cache, device, **options):
     """Train gated blocks (or the image tower) on the retrieval set RETRIEVAL (.parquet or its .parquet.json
     manifest); write blocks.safetensors + manifest to --out."""
+    click.echo("react-tune: importing torch and open_clip ...", err=True)  # seconds of silence otherwise
     from .train import TrainConfig, train
 
     retrieval = positional_renamed(retrieval, old_manifest, "--manifest", "RETRIEVAL")
