@@ -140,8 +140,9 @@ def pretrain(session):
 
 @nox.session(venv_backend="none")
 def docs(session):
-    """Regenerate docs/cli.md from the three CLIs' click definitions (a test fails when it is stale)."""
+    """Regenerate docs/cli.md (the three CLIs) and docs/api.md (their Python APIs); tests fail when either is stale."""
     _run_dev(session, "scripts/gen_cli_docs.py", *session.posargs)
+    _run_dev(session, "scripts/gen_api_docs.py", *session.posargs)
 
 
 @nox.session(venv_backend="none")
