@@ -7,7 +7,8 @@
   (class, template and synonym files; built-in class names, templates, metrics; react-tune's linear-head
   reads `--templates` with them);
 - loader_protocol.py → `_loader_protocol.py` in react-tune and react-eval (the model-loader plugin contract);
-- cliopts.py → `_cliopts.py` in every package (CLI conventions: deprecated option spellings, default workers).
+- cliopts.py → `_cliopts.py` in every package (CLI conventions: deprecated option spellings, default workers);
+- lazyapi.py → `_lazyapi.py` in react-index and react-tune (top-level names imported on first use).
 
 `--check` exits non-zero when a copy differs from what this script would write.
 """
@@ -28,7 +29,7 @@ def _pkg(name: str) -> Path:
 
 ALL, DOMAIN_USERS, LOADER_USERS = ("index", "tune", "eval"), ("index", "tune", "eval"), ("tune", "eval")
 VENDORED = [("manifests.py", ALL), ("imagerows.py", ALL), ("openclip.py", ALL), ("domainfiles.py", DOMAIN_USERS),
-            ("loader_protocol.py", LOADER_USERS), ("cliopts.py", ALL)]
+            ("loader_protocol.py", LOADER_USERS), ("cliopts.py", ALL), ("lazyapi.py", ("index", "tune"))]
 COPIES = [(ROOT / "vendor" / src, _pkg(n) / f"_{src}", _header(src)) for src, users in VENDORED for n in users]
 COPIES += [(ROOT / "vendor" / "domains.json", _pkg(n) / "domains.json", "") for n in DOMAIN_USERS]
 
