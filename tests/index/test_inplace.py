@@ -249,3 +249,22 @@ def test_docs_show_every_key_an_in_place_store_writes(tmp_path):
     _manifests.validate(example, _manifests.STORE, "react-index", "docs/manifests.md in-place store example")
     assert example["id"] == spec_id(example)
     assert key_paths(written) - key_paths(example) == set()
+
+
+def test_npy_headers_are_parsed_one_thread_at_a_time(tmp_path, monkeypatch):
+    """numpy parses .npy headers with ast.literal_eval, which CPython 3.11 cannot run in two threads at once
+    (python/cpython#106905: a sporadic SystemError seen here when checking parts in place): parsing holds a lock."""
+    from react_index import store as store_module
+
+    np.save(tmp_path / "a.npy", np.zeros((3, 4), np.float16))
+    real = np.lib.format.read_array_header_1_0
+    held = []
+
+    def spy(f, *args, **kwargs):
+        held.append(store_module.NPY_HEADER_LOCK.locked())
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "read_array_header_1_0", spy)
+    with open(tmp_path / "a.npy", "rb") as f:
+        assert store_module._npy_header(f, "a.npy")[0] == (3, 4)
+    assert held == [True]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 
 import fsspec
@@ -113,13 +114,20 @@ def normalize_float16(x: np.ndarray) -> np.ndarray:
         return (x / np.maximum(norms, 1e-12)).astype(np.float16)
 
 
+# numpy parses a .npy header with ast.literal_eval, which CPython 3.11 cannot run in two threads at once: it fails
+# now and then with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905). Headers are
+# read from thread pools here (checking a folder's parts in place, verifying a store), so parsing takes turns.
+NPY_HEADER_LOCK = threading.Lock()
+
+
 def _npy_header(f, uri: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran order, dtype) of an open .npy file; a file that is not one is an error naming it."""
     try:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
             np.lib.format.read_array_header_2_0
-        return read_header(f)
+        with NPY_HEADER_LOCK:
+            return read_header(f)
     except ValueError as e:
         raise UserError(f"{uri}: not a readable .npy file ({e})") from None
 
@@ -335,10 +343,13 @@ class Store:
             uri = self.path(rel)
             fs, path = fsspec.core.url_to_fs(uri)
             if isinstance(fs, LocalFileSystem):
-                self._cache[key] = np.load(path, mmap_mode="r", allow_pickle=False)
+                with NPY_HEADER_LOCK:
+                    self._cache[key] = np.load(path, mmap_mode="r", allow_pickle=False)
             else:
                 with fs.open(path, "rb") as f:
-                    self._cache[key] = np.load(io.BytesIO(f.read()), allow_pickle=False)
+                    data = f.read()
+                with NPY_HEADER_LOCK:
+                    self._cache[key] = np.load(io.BytesIO(data), allow_pickle=False)
         return self._cache[key]
 
     def iter_chunks(self, modality: str, chunk_rows: int = 65536):
