@@ -11,7 +11,6 @@ page says exactly what the code does; a test compares the committed page with a 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import re
@@ -85,23 +84,10 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the file differs instead of writing it")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.out.read_text() if args.out.exists() else ""
-        if current != text:
-            print(f"{args.out} is stale: run python scripts/gen_api_docs.py")
-            return 1
-        print(f"{args.out} is up to date")
-        return 0
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(args.out)
-    print(f"wrote {args.out}")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gen_cli_docs import write_or_check  # the generators share their command line
+
+    return write_or_check(render(), OUT, "`python3 -m nox -s docs` (or python scripts/gen_api_docs.py)", argv)
 
 
 if __name__ == "__main__":

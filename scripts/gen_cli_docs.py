@@ -181,16 +181,16 @@ def render(clis: dict[str, click.Command] | None = None) -> str:
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write_or_check(text: str, default_out: Path, fix: str, argv: list[str] | None = None) -> int:
+    """The generators' command line: write `text` to --out atomically, or with --check fail when it differs."""
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the file differs instead of writing it")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args(argv)
-    text = render()
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current != text:
-            print(f"{args.out} is stale: run `python3 -m nox -s docs` (or python scripts/gen_cli_docs.py)")
+            print(f"{args.out} is stale: run {fix}")
             return 1
         print(f"{args.out} is up to date")
         return 0
@@ -199,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp.replace(args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_or_check(render(), OUT, "`python3 -m nox -s docs` (or python scripts/gen_cli_docs.py)", argv)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,27 @@ def write_checkpoint(out: str, trainable: dict, base: dict, variant: str, blocks
     return write_manifest(manifest_uri(out), CHECKPOINT, body, lineage)
 
 
+def read_weights(checkpoint_dir: str, manifest: dict) -> tuple[str, dict]:
+    """(uri, tensors) of a checkpoint's weights file: safetensors only, with the sha256 its manifest records."""
+    if not manifest["weights"]["file"].endswith(".safetensors"):
+        raise ManifestError(f"{checkpoint_dir}: weights file {manifest['weights']['file']} is not safetensors; "
+                            "react-tune loads only safetensors")
+    weights_uri = join(checkpoint_dir, manifest["weights"]["file"])
+    return weights_uri, read_safetensors(weights_uri, manifest["weights"]["sha256"], manifest_uri(checkpoint_dir))
+
+
+def load_checked_base(checkpoint_dir: str, manifest: dict, pretrained: str | None, trained: str):
+    """(base model, eval preprocess, tokenizer) a checkpoint was trained on; `pretrained` may move its weights file,
+    but weights with another checksum than the one recorded are refused (the `trained` parts would not fit)."""
+    base = manifest["base_model"]
+    record, _ = resolve_model(base["name"], pretrained or base["pretrained"] or None)
+    if base["pretrained_sha256"] and record["pretrained_sha256"] not in (None, base["pretrained_sha256"]):
+        raise ManifestError(f"{checkpoint_dir}: the base weights {record['pretrained']} differ from those the "
+                            f"{trained} were trained on ({base['pretrained_sha256'][:19]}…)")
+    model, _, preprocess, tokenizer, _ = load_base(base["name"], pretrained or base["pretrained"] or None)
+    return model, preprocess, tokenizer
+
+
 def load_checkpoint(checkpoint_dir: str, *, device: str = "cpu", pretrained: str | None = None):
     """(customized model in eval mode, eval preprocess, tokenizer, manifest) from a checkpoint folder.
 
@@ -165,16 +186,8 @@ def load_checkpoint(checkpoint_dir: str, *, device: str = "cpu", pretrained: str
         raise ManifestError(f"{checkpoint_dir}: a linear-head checkpoint leaves the model unchanged and carries a "
                             "classifier: evaluate it with `react-eval run --model react:CKPT`, or load it with "
                             "react_tune.linear_head.load_head(CKPT)")
-    if not manifest["weights"]["file"].endswith(".safetensors"):
-        raise ManifestError(f"{checkpoint_dir}: weights file {manifest['weights']['file']} is not safetensors; "
-                            "react-tune loads only safetensors")
-    weights_uri = join(checkpoint_dir, manifest["weights"]["file"])
-    tensors = read_safetensors(weights_uri, manifest["weights"]["sha256"], manifest_uri(checkpoint_dir))
-    record, _ = resolve_model(base["name"], pretrained or base["pretrained"] or None)
-    if base["pretrained_sha256"] and record["pretrained_sha256"] not in (None, base["pretrained_sha256"]):
-        raise ManifestError(f"{checkpoint_dir}: the base weights {record['pretrained']} differ from those the "
-                            f"blocks were trained on ({base['pretrained_sha256'][:19]}…)")
-    model, _, preprocess, tokenizer, _ = load_base(base["name"], pretrained or base["pretrained"] or None)
+    weights_uri, tensors = read_weights(checkpoint_dir, manifest)
+    model, preprocess, tokenizer = load_checked_base(checkpoint_dir, manifest, pretrained, "blocks")
     customize(model, manifest["variant"], manifest["blocks"]["k"] or None, seed=None)
     assign(model, tensors, f"{weights_uri} (checkpoint for {base['name']})",
            {name for name, p in model.named_parameters() if p.requires_grad})

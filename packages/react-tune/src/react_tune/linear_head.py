@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader
 
 from ._domainfiles import load_templates
 from ._loader_protocol import TrainedClassifier
-from ._manifests import UserError, join, manifest_uri, resolve_model
-from .checkpoint import read_safetensors, write_checkpoint
+from ._manifests import UserError, manifest_uri
+from .checkpoint import load_checked_base, read_weights, write_checkpoint
 from .data import REASONS, RetrievalImages, _read_columns, collate, load_rows
 from .manifest import CHECKPOINT, ManifestError, lineage_entry, read_manifest
 from .model import load_base
@@ -256,13 +256,8 @@ def load_head(checkpoint_dir: str, device: str = "cpu", pretrained: str | None =
     if manifest["variant"] != VARIANT or "head" not in manifest:
         raise ManifestError(f"{checkpoint_dir}: a {manifest['variant']} checkpoint, not a linear-head one")
     base, head = manifest["base_model"], manifest["head"]
-    weights_uri = join(checkpoint_dir, manifest["weights"]["file"])
-    tensors = read_safetensors(weights_uri, manifest["weights"]["sha256"], manifest_uri(checkpoint_dir))
-    record, _ = resolve_model(base["name"], pretrained or base["pretrained"] or None)
-    if base["pretrained_sha256"] and record["pretrained_sha256"] not in (None, base["pretrained_sha256"]):
-        raise ManifestError(f"{checkpoint_dir}: the base weights {record['pretrained']} differ from those the "
-                            f"head was trained on ({base['pretrained_sha256'][:19]}…)")
-    model, _, preprocess, tokenizer, _ = load_base(base["name"], pretrained or base["pretrained"] or None)
+    weights_uri, tensors = read_weights(checkpoint_dir, manifest)
+    model, preprocess, tokenizer = load_checked_base(checkpoint_dir, manifest, pretrained, "head")
     model.requires_grad_(False)
     width = getattr(model.visual, "output_dim", None) or head["dim"]
     want = {"weight": (len(head["classes"]), head["dim"]), "bias": (len(head["classes"]),)}
