@@ -377,3 +377,15 @@ def test_frequency_command_writes_the_table_and_real_prompt_reads_it(caption_sto
     assert [t.name for t in named] == [best[c.name] for c in CLASSES] and all(not t.synonyms for t in named)
     with pytest.raises(DomainError, match="needs --frequency"):
         prompt_classes(CLASSES, "most-frequent")
+
+
+def test_a_caption_query_that_finds_nothing_fails_instead_of_writing_an_empty_set(caption_store, tmp_path):
+    uri, _ = caption_store
+    index = _index(tmp_path, uri)
+    (tmp_path / "classes.txt").write_text("never seen\nunicorn\n")
+    np.save(tmp_path / "q.npy", np.ones((2, DIM), np.float32))
+    out = tmp_path / "none.parquet"
+    result = _cli("query", "--index", index, "--classes", tmp_path / "classes.txt", "--mode", "caption",
+                  "--query-embeddings", tmp_path / "q.npy", "--out", out)
+    assert result.exit_code == 1 and "selected no rows for any of the 2 classes" in result.output
+    assert "no caption names any class" in result.output and not out.exists()

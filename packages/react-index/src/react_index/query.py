@@ -556,6 +556,15 @@ def retrieve(index_dir: str, classes: list[TargetClass] | str, *, out: str, temp
     locatable = np.asarray(rows.column("image_uri").is_valid()) | np.asarray(rows.column("url").is_valid())
     skipped = int((~locatable).sum())
     cls, ids, score, rows = cls[locatable], ids[locatable], score[locatable], rows.filter(pa.array(locatable))
+    if not len(cls):  # an empty set would "succeed" and train on nothing: say why instead
+        why = [f"{skipped:,} selected samples have no image locator (images inside parquet inputs)"] if skipped else []
+        if "caption" in modes:
+            why.append("no caption names any class or synonym (react-index frequency shows the counts; add "
+                       "--synonyms, or use another --mode)")
+        if selection.min_score is not None:
+            why.append(f"--min-score {selection.min_score:g} may drop every row")
+        raise UserError(f"{index_dir}: the query selected no rows for any of the {len(classes)} classes"
+                        + (f": {'; '.join(why)}" if why else "") + f"; nothing was written to {out}")
     table = pa.table({
         "class_name": pa.array([classes[c].name for c in cls], pa.string()),
         "class_index": pa.array(cls, pa.int32()),
