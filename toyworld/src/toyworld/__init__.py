@@ -12,10 +12,11 @@ from .evalsets import (
     write_detection,
     write_retrieval,
 )
-from .generate import PRESETS, write_world
-from .world import SHAPES, World
+from .generate import PRESETS, preset_world, write_world
+from .world import SHAPES, STYLES, World
 
 __all__ = [
-    "BROKEN_KINDS", "PRESETS", "SHAPES", "TEMPLATES", "World", "corpus_sample", "write_classification_folder",
-    "write_classification_wds", "write_corpus", "write_detection", "write_retrieval", "write_world",
+    "BROKEN_KINDS", "PRESETS", "SHAPES", "STYLES", "TEMPLATES", "World", "corpus_sample", "preset_world",
+    "write_classification_folder", "write_classification_wds", "write_corpus", "write_detection", "write_retrieval",
+    "write_world",
 ]

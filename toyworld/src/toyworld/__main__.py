@@ -1,4 +1,4 @@
-"""python -m toyworld ROOT [--preset tiny|demo] [--seed N] [--broken KIND ...]"""
+"""python -m toyworld ROOT [--preset tiny|demo|longtail] [--seed N] [--broken KIND ...]"""
 
 import argparse
 import time

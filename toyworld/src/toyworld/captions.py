@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .world import SYNONYMS, World
+from .world import STYLE_SYNONYMS, SYNONYMS, World
 
 _ALT_TEXT = (
     "{colour} {shape}",
@@ -48,20 +48,30 @@ def _fill(template: str, rng: np.random.Generator, shape: str, colour: str, text
     )
 
 
-def alt_text(world: World, rng: np.random.Generator, shape: str, colour: str, texture: str,
+def alt_text(world: World, rng: np.random.Generator, name: str, colour: str, texture: str,
              bg: str) -> tuple[str, str | None]:
-    """A noisy caption and the shape it names (None if it names none; may be wrong by label noise)."""
+    """A noisy caption of a sample of class `name` and what it names (None if nothing; may be wrong by label
+    noise): the class, or — in a world with styles, when the caption leaves the style out — only the shape."""
     u = rng.uniform()
     if u < world.uninformative:
         template = _NO_SHAPE[rng.integers(len(_NO_SHAPE))]
-        return _fill(template, rng, shape, colour, texture, bg), None
-    named = shape
+        return _fill(template, rng, name, colour, texture, bg), None
+    named = name
     if u < world.uninformative + world.label_noise:
-        named = str(rng.choice([s for s in world.shapes if s != shape]))
-    word = named
+        named = str(rng.choice([s for s in world.classes if s != name]))
+    style, shape = world.split(named)
+    word = shape
     if rng.uniform() < 0.2:
-        synonyms = SYNONYMS[named]
+        synonyms = SYNONYMS[shape]
         word = synonyms[rng.integers(len(synonyms))]
+    if world.styles:  # extra draws only here, so a world without styles keeps its bytes
+        if rng.uniform() < world.style_named:
+            style_word = style
+            if rng.uniform() < 0.2:
+                style_word = STYLE_SYNONYMS[style][rng.integers(len(STYLE_SYNONYMS[style]))]
+            word = f"{style_word} {word}"
+        else:
+            named = shape
     text = _fill(_ALT_TEXT[rng.integers(len(_ALT_TEXT))], rng, word, colour, texture, bg)
     for _ in range(rng.poisson(0.8)):
         text += " " + _NOISE[rng.integers(len(_NOISE))].format(num=int(rng.integers(10, 999)))

@@ -22,21 +22,29 @@ from .world import STREAM_CORPUS, World
 BROKEN_KINDS = ("corrupt_jpeg", "empty_caption", "truncated_tar")
 
 
-def corpus_sample(world: World, index: int, image_size: int) -> dict:
-    """Sample `index` of the corpus: its concept, caption and JPEG bytes (a pure function of seed and index)."""
+def corpus_sample(world: World, index: int, image_size: int, pixels: bool = False) -> dict:
+    """Sample `index` of the corpus: its concept, caption and JPEG bytes (a pure function of seed and index);
+    `pixels` adds the rendered uint8 array (what the JPEG encodes: the same on every Pillow build)."""
     rng = world.rng(STREAM_CORPUS, index)
-    freqs = world.shape_frequencies()
-    shape = world.shapes[rng.choice(len(freqs), p=freqs)]
+    freqs = world.class_frequencies()
+    name = world.classes[rng.choice(len(freqs), p=freqs)]
+    style, shape = world.split(name)
     colour = world.colours[rng.integers(len(world.colours))]
     texture = world.textures[rng.integers(len(world.textures))]
     bg = world.backgrounds[rng.integers(len(world.backgrounds))]
     radius = image_size * rng.uniform(0.22, 0.4)
     cx, cy = rng.uniform(radius, image_size - radius, 2)
     angle = rng.uniform(-np.pi / 6, np.pi / 6)
-    img, _ = render(image_size, [Placed(shape, colour, cx, cy, radius, angle)], bg, texture, rng)
-    caption, named = alt_text(world, rng, shape, colour, texture, bg)
-    return {"shape": shape, "colour": colour, "texture": texture, "background": bg,
-            "caption": caption, "named_shape": named, "jpeg": jpeg_bytes(img)}
+    img, _ = render(image_size, [Placed(shape, colour, cx, cy, radius, angle, style)], bg, texture, rng)
+    caption, named = alt_text(world, rng, name, colour, texture, bg)
+    sample = {"shape": shape, "colour": colour, "texture": texture, "background": bg,
+              "caption": caption, "named_shape": named, "jpeg": jpeg_bytes(img)}
+    if world.styles:  # the class ("striped octagon") and what the caption names: the class or only the shape
+        sample |= {"style": style, "class": name, "named_shape": named and world.split(named)[1],
+                   "named_class": named if named in world.classes else None}
+    if pixels:
+        sample["pixels"] = img
+    return sample
 
 
 def sample_key(shard: int, i: int) -> str:
@@ -51,7 +59,8 @@ def _members(key: str, sample: dict, image_size: int) -> list[tuple[str, bytes]]
         "status": "success",
         "width": image_size,
         "height": image_size,
-        "toy": {k: sample[k] for k in ("shape", "colour", "texture", "background", "named_shape")},
+        "toy": {k: sample[k] for k in ("shape", "colour", "texture", "background", "named_shape",
+                                       "style", "class", "named_class") if k in sample},
     }
     return [
         (f"{key}.jpg", sample["jpeg"]),
@@ -75,7 +84,7 @@ def write_corpus(out_dir: str | Path, world: World, n_samples: int, samples_per_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_shards = max(1, -(-n_samples // samples_per_shard))
-    shape_counts, named_counts = Counter(), Counter()
+    shape_counts, named_counts, class_counts = Counter(), Counter(), Counter()
     shards, bad = [], {kind: [] for kind in broken}
     bar = tqdm(total=n_samples, desc=f"toy world: corpus ({n_shards} shards)", unit="img", dynamic_ncols=True,
                disable=n_samples < 2_000)  # the tests' tiny worlds stay quiet
@@ -86,6 +95,7 @@ def write_corpus(out_dir: str | Path, world: World, n_samples: int, samples_per_
             sample = corpus_sample(world, index, image_size)
             shape_counts[sample["shape"]] += 1
             named_counts[sample["named_shape"] or "<none>"] += 1
+            class_counts[sample.get("class")] += 1
             members += _members(sample_key(s, index - lo), sample, image_size)
             bar.update(1)
         if s == n_shards - 1:
@@ -106,6 +116,7 @@ def write_corpus(out_dir: str | Path, world: World, n_samples: int, samples_per_
         "shards": shards,
         "shape_counts": {s: shape_counts[s] for s in world.shapes},
         "named_shape_counts": dict(sorted(named_counts.items())),
+        **({"class_counts": {c: class_counts[c] for c in world.classes}} if world.styles else {}),
         "broken": bad,
     }
     write_file(out / "toyworld.json", json.dumps(summary, indent=2).encode())

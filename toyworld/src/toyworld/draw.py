@@ -23,6 +23,7 @@ class Placed:
     cy: float
     radius: float
     angle: float  # radians
+    style: str = "solid"  # fill style (world.STYLES): solid, hollow, striped, bicolor
 
 
 def _circle(n=48, r=1.0, dx=0.0):
@@ -88,8 +89,39 @@ def shape_mask(p: Placed, size: int) -> np.ndarray:
             px = (p.cx + xy[:, 0]) * SUPERSAMPLE
             py = (p.cy - xy[:, 1]) * SUPERSAMPLE
             draw.polygon(list(zip(px.tolist(), py.tolist(), strict=True)), fill=value)
-    arr = np.asarray(mask, dtype=np.float32).reshape(size, SUPERSAMPLE, size, SUPERSAMPLE)
-    return arr.mean(axis=(1, 3)) / 255.0
+    arr = np.asarray(mask, dtype=np.float32)
+    if p.style == "hollow":  # keep an outline: remove the shape eroded by the stroke width
+        stroke = max(1.5, 0.2 * p.radius) * SUPERSAMPLE
+        arr = arr * ~_erode(arr >= 128, round(stroke))
+    return arr.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3)) / 255.0
+
+
+def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Binary erosion by `steps` 4-neighbour steps (a diamond of radius `steps`)."""
+    for _ in range(steps):
+        inner = mask.copy()
+        inner[1:] &= mask[:-1]
+        inner[:-1] &= mask[1:]
+        inner[:, 1:] &= mask[:, :-1]
+        inner[:, :-1] &= mask[:, 1:]
+        mask = inner
+    return mask
+
+
+def fill_pattern(p: Placed, size: int) -> np.ndarray:
+    """Where a striped or bicolor shape shows its own colour (1) rather than the complement (0), per pixel.
+
+    Measured in the shape's frame, so the pattern turns with the shape: stripes across its vertical axis
+    (period ≥ 4 px), or its upper half in its colour and its lower half in the complement.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    up = -(xx - p.cx) * np.sin(p.angle) - (yy - p.cy) * np.cos(p.angle)  # along the shape's y axis (up)
+    if p.style == "striped":
+        half = max(2.0, p.radius / 4)
+        return (np.floor(up / half) % 2 == 0).astype(np.float32)
+    if p.style == "bicolor":
+        return (up >= 0).astype(np.float32)
+    raise ValueError(f"style {p.style!r} has no fill pattern")
 
 
 def background(size: int, name: str, texture: str, rng: np.random.Generator) -> np.ndarray:
@@ -127,6 +159,9 @@ def render(size: int, objects: list[Placed], bg: str, texture: str,
         m = shape_mask(p, size)
         jitter = rng.uniform(-18, 18, 3)
         fg = np.clip(np.array(COLOURS[p.colour], np.float32) + jitter, 0, 255)
+        if p.style in ("striped", "bicolor"):
+            own = fill_pattern(p, size)[..., None]
+            fg = fg * own + (255 - fg) * (1 - own)  # the colour and its complement
         img = img * (1 - m[..., None]) + fg * m[..., None]
         masks = [prev * (1 - m) for prev in masks]  # later objects occlude earlier ones
         masks.append(m)

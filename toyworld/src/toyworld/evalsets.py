@@ -41,20 +41,21 @@ TRAIN_OFFSET = 500_000  # train-split images draw from indices the test split ne
 
 def classification_samples(world: World, per_class: int, image_size: int, classes=None, first: int = 0):
     """(class index, class name, JPEG bytes) for `per_class` images of each class, classes sorted by name."""
-    names = sorted(classes or world.shapes)
-    for c, shape in enumerate(names):
+    names = sorted(classes or world.classes)
+    for c, name in enumerate(names):
+        style, shape = world.split(name)
         for i in range(per_class):
-            rng = world.rng(STREAM_CLASSIFICATION, world.shapes.index(shape) * 1_000_000 + first + i)
+            rng = world.rng(STREAM_CLASSIFICATION, world.classes.index(name) * 1_000_000 + first + i)
             colour, texture, bg = _scene(world, rng)
             radius = image_size * rng.uniform(0.22, 0.4)
             cx, cy = rng.uniform(radius, image_size - radius, 2)
-            p = Placed(shape, colour, cx, cy, radius, rng.uniform(-np.pi / 6, np.pi / 6))
+            p = Placed(shape, colour, cx, cy, radius, rng.uniform(-np.pi / 6, np.pi / 6), style)
             img, _ = render(image_size, [p], bg, texture, rng)
-            yield c, shape, jpeg_bytes(img)
+            yield c, name, jpeg_bytes(img)
 
 
 def _class_info(world: World, names: list[str]) -> dict:
-    freqs = dict(zip(world.shapes, world.shape_frequencies().tolist(), strict=True))
+    freqs = dict(zip(world.classes, world.class_frequencies().tolist(), strict=True))
     return {"world": world.to_json(), "classes": names,
             "corpus_frequency": {n: round(freqs[n], 6) for n in names}}
 
@@ -63,10 +64,10 @@ def write_classification_folder(out_dir, world: World, per_class: int = 20, imag
                                 classes=None, split: str = "test") -> Path:
     """The image-folder set; `split="train"` draws other images of the same classes (for linear probes)."""
     out = Path(out_dir)
-    names = sorted(classes or world.shapes)
+    names = sorted(classes or world.classes)
     first = TRAIN_OFFSET if split == "train" else 0
-    for i, (_, shape, data) in enumerate(classification_samples(world, per_class, image_size, classes, first)):
-        write_file(out / shape / f"{i % per_class:05d}.jpg", data)
+    for i, (_, name, data) in enumerate(classification_samples(world, per_class, image_size, classes, first)):
+        write_file(out / name / f"{i % per_class:05d}.jpg", data)
     write_file(out / "classnames.txt", ("\n".join(names) + "\n").encode())
     write_file(out / "templates.txt", ("\n".join(TEMPLATES) + "\n").encode())
     write_file(out / "toyworld.json", json.dumps(_class_info(world, names), indent=2).encode())
@@ -76,7 +77,7 @@ def write_classification_folder(out_dir, world: World, per_class: int = 20, imag
 def write_classification_wds(out_dir, world: World, per_class: int = 20, image_size: int = 64,
                              classes=None, samples_per_shard: int = 500) -> Path:
     out = Path(out_dir)
-    names = sorted(classes or world.shapes)
+    names = sorted(classes or world.classes)
     members = []
     for i, (c, _, data) in enumerate(classification_samples(world, per_class, image_size, classes)):
         key = f"s{i:07d}"
@@ -101,10 +102,15 @@ def _place_objects(rng, world, image_size, n, shapes=None):
             cx, cy = rng.uniform(radius, image_size - radius, 2)
             if all(np.hypot(cx - p.cx, cy - p.cy) > 0.9 * (radius + p.radius) for p in placed):
                 break
-        shape = world.shapes[rng.integers(len(world.shapes))] if shapes is None else shapes[len(placed)]
+        name = world.classes[rng.integers(len(world.classes))] if shapes is None else shapes[len(placed)]
         colour = world.colours[rng.integers(len(world.colours))]
-        placed.append(Placed(shape, colour, cx, cy, radius, rng.uniform(-np.pi / 6, np.pi / 6)))
+        style, shape = world.split(name)
+        placed.append(Placed(shape, colour, cx, cy, radius, rng.uniform(-np.pi / 6, np.pi / 6), style))
     return placed
+
+
+def _class_of(world: World, p: Placed) -> str:
+    return f"{p.style} {p.shape}" if world.styles else p.shape
 
 
 def _tokens(text: str) -> list[str]:
@@ -123,7 +129,8 @@ def write_retrieval(out_dir, world: World, n_images: int = 100, captions_per_ima
         img, _ = render(image_size, objects, bg, texture, rng)
         filename = f"{i:05d}.jpg"
         write_file(out / "images" / filename, jpeg_bytes(img))
-        texts = descriptions(rng, captions_per_image, [(p.shape, p.colour) for p in objects], texture, bg)
+        texts = descriptions(rng, captions_per_image, [(_class_of(world, p), p.colour) for p in objects], texture,
+                             bg)
         sentences = [{"raw": t, "tokens": _tokens(t), "imgid": i, "sentid": sentid + j} for j, t in enumerate(texts)]
         images.append({"filepath": "images", "filename": filename, "imgid": i, "split": "test",
                        "sentids": [s["sentid"] for s in sentences], "sentences": sentences})
@@ -136,7 +143,7 @@ def write_detection(out_dir, world: World, n_images: int = 50, image_size: int =
                     objects_per_image: tuple[int, int] = (2, 4), n_novel: int | None = None) -> Path:
     """COCO-format `annotations.json` + `images/`, and `split.json` naming base and novel (rare) categories."""
     out = Path(out_dir)
-    categories = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(world.shapes)]
+    categories = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(world.classes)]
     cat_id = {c["name"]: c["id"] for c in categories}
     images, annotations = [], []
     for i in range(n_images):
@@ -152,13 +159,14 @@ def write_detection(out_dir, world: World, n_images: int = 50, image_size: int =
             box = mask_box(m)
             if box is None:  # fully hidden by a later object
                 continue
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": cat_id[p.shape],
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
+                                "category_id": cat_id[_class_of(world, p)],
                                 "bbox": list(box), "area": float((m >= 0.5).sum()), "iscrowd": 0})
     coco = {"info": {"description": "toyworld detection", "version": "1"}, "licenses": [],
             "images": images, "annotations": annotations, "categories": categories}
     write_file(out / "annotations.json", json.dumps(coco, indent=1).encode())
-    n_novel = len(world.shapes) // 4 if n_novel is None else n_novel
-    novel = list(world.rare_shapes(n_novel)) if n_novel else []
-    split = {"base": [s for s in world.shapes if s not in novel], "novel": novel}
+    n_novel = len(world.classes) // 4 if n_novel is None else n_novel
+    novel = sorted(world.rare_classes(n_novel), key=world.classes.index) if n_novel else []
+    split = {"base": [s for s in world.classes if s not in novel], "novel": novel}
     write_file(out / "split.json", json.dumps(split, indent=2).encode())
     return out

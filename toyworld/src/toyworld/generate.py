@@ -10,7 +10,7 @@ from tqdm import tqdm
 from .corpus import write_corpus
 from .evalsets import write_classification_folder, write_classification_wds, write_detection, write_retrieval
 from .tario import write_file
-from .world import World
+from .world import STYLES, World
 
 PRESETS = {
     # unit tests: seconds to generate
@@ -19,7 +19,21 @@ PRESETS = {
     # the README demo and the e2e test
     "demo": {"n_samples": 12000, "samples_per_shard": 1000, "image_size": 64, "per_class": 40,
              "retrieval_images": 200, "detection_images": 100, "detection_size": 96},
+    # reproduction v2 (docs/reproduction.md): 64 shape × style classes, a Zipf-1 long tail, 100,000 pairs at 32 px
+    "longtail": {"n_samples": 100_000, "samples_per_shard": 5000, "image_size": 32, "per_class": 40,
+                 "retrieval_images": 200, "detection_images": 100, "detection_size": 64,
+                 "world": {"styles": list(STYLES), "zipf_exponent": 1.0}},
 }
+
+
+def preset_world(preset: str, seed: int = 0) -> World:
+    """The `World` a preset generates (its concepts and frequencies) without generating anything."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    params = dict(PRESETS[preset].get("world", {}))
+    if "styles" in params:
+        params["styles"] = tuple(params["styles"])
+    return World(seed=seed, **params)
 
 
 def write_world(root: str | Path, preset: str = "tiny", seed: int = 0, broken: tuple[str, ...] = ()) -> dict:
@@ -29,15 +43,13 @@ def write_world(root: str | Path, preset: str = "tiny", seed: int = 0, broken: t
     A rerun with the same arguments finds `root/toyworld-done.json` and returns at once. Returns the request
     (preset sizes, seed, broken kinds) with `reused`: whether the world was already there.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    world = preset_world(preset, seed)
     root = Path(root)
     p = PRESETS[preset]
     request = {"preset": preset, "seed": seed, "broken": sorted(broken), **p}
     done = root / "toyworld-done.json"
     if done.exists() and json.loads(done.read_text()) == request:
         return request | {"reused": True}
-    world = World(seed=seed)
     quiet = p["n_samples"] < 2_000  # the tests' tiny worlds take a second; the demo's take minutes
     if not quiet:
         print(f"toy world ({preset}): {p['n_samples']:,} corpus images, then 5 evaluation sets -> {root}", flush=True)

@@ -1,11 +1,12 @@
 """The toy world's vocabulary and its long-tailed concept frequencies.
 
-A concept is a shape (the "object class" a CLIP model must learn to name).
-Each sample also has a colour and a background texture, so captions and
-images vary beyond the class. Shape frequencies follow a Zipf law, so the
-shapes at the end of `SHAPES` are rare in the web corpus — the situation
-REACT is built for: a target domain that is under-represented in the data
-the base model was pretrained on.
+A concept is a shape (the "object class" a CLIP model must learn to name), or — in a world with `styles`
+(the `longtail` preset) — a shape drawn in a fill style ("striped octagon": 16 shapes × 4 styles = 64 classes).
+Each sample also has a colour and a background texture, so captions and images vary beyond the class.
+Class frequencies follow a Zipf law, so some classes are rare in the web corpus — the situation REACT is
+built for: a target domain that is under-represented in the data the base model was pretrained on. Without
+styles the rank order is `SHAPES`' order (the last shapes are the rarest); with styles it is a seeded shuffle
+of the classes, so a rare "striped octagon" can share its shape with a frequent "solid octagon".
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ SYNONYMS = {
     "semicircle": ("half circle",),
     "trapezoid": ("trapezium",),
     "chevron": ("caret",),
+}
+
+# Fill styles (the attribute of a shape × attribute world) and the words alt-text may use for them.
+STYLES = ("solid", "hollow", "striped", "bicolor")
+STYLE_SYNONYMS = {
+    "solid": ("filled",),
+    "hollow": ("outlined", "outline"),
+    "striped": ("stripy", "banded"),
+    "bicolor": ("two-colour", "half-and-half"),
 }
 
 COLOURS = {
@@ -80,13 +90,25 @@ class World:
     colours: tuple[str, ...] = field(default_factory=lambda: tuple(COLOURS))
     textures: tuple[str, ...] = TEXTURES
     backgrounds: tuple[str, ...] = field(default_factory=lambda: tuple(BACKGROUNDS))
+    styles: tuple[str, ...] = ()  # empty: classes are shapes; else every "style shape" pair is a class
+    style_named: float = 0.7  # with styles: share of shape-naming captions that also name the style
 
     def __post_init__(self):
-        unknown = [s for s in self.shapes if s not in SHAPES]
+        unknown = [s for s in self.shapes if s not in SHAPES] + [s for s in self.styles if s not in STYLES]
         if unknown:
-            raise ValueError(f"unknown shapes {unknown}; known: {', '.join(SHAPES)}")
-        if len(set(self.shapes)) != len(self.shapes):
-            raise ValueError("shapes must be distinct")
+            raise ValueError(f"unknown shapes or styles {unknown}; known: {', '.join(SHAPES + STYLES)}")
+        if len(set(self.shapes)) != len(self.shapes) or len(set(self.styles)) != len(self.styles):
+            raise ValueError("shapes and styles must be distinct")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names, in definition order: the shapes, or "style shape" for every shape and style."""
+        return self.shapes if not self.styles else tuple(f"{st} {sh}" for sh in self.shapes for st in self.styles)
+
+    def split(self, name: str) -> tuple[str, str]:
+        """(style, shape) of a class name; a world without styles draws every shape "solid"."""
+        style, _, shape = name.rpartition(" ") if self.styles else ("solid", "", name)
+        return style, shape
 
     def shape_frequencies(self) -> np.ndarray:
         """Probability of each shape in the web corpus (Zipf: p_k ∝ 1 / (k+1)^s)."""
@@ -94,12 +116,37 @@ class World:
         weights = ranks ** -self.zipf_exponent
         return weights / weights.sum()
 
+    def class_frequencies(self) -> np.ndarray:
+        """Probability of each class (in `classes` order) in the web corpus: Zipf over the frequency ranks."""
+        if not self.styles:
+            return self.shape_frequencies()
+        n = len(self.classes)
+        ranks = np.random.default_rng([self.seed, 1_000]).permutation(n) + 1.0  # class i has rank ranks[i]
+        weights = ranks ** -self.zipf_exponent
+        return weights / weights.sum()
+
+    def classes_by_frequency(self) -> tuple[str, ...]:
+        """The classes, most frequent first."""
+        order = np.argsort(-self.class_frequencies(), kind="stable")
+        return tuple(self.classes[i] for i in order)
+
+    def rare_classes(self, n: int) -> tuple[str, ...]:
+        """The n least frequent classes (most frequent of them first): the natural REACT target domain."""
+        return self.classes_by_frequency()[-n:]
+
     def rare_shapes(self, n: int) -> tuple[str, ...]:
-        """The n least frequent shapes: the natural REACT target domain."""
+        """The n least frequent shapes of a world without styles (`rare_classes` for any world)."""
         return self.shapes[-n:]
 
     def rng(self, stream: int, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stream, index])
 
     def to_json(self) -> dict:
-        return asdict(self) | {"shape_frequencies": self.shape_frequencies().round(6).tolist()}
+        data = asdict(self)
+        if not self.styles:  # a world without styles writes exactly what it wrote before styles existed
+            del data["styles"], data["style_named"]
+            data["shape_frequencies"] = self.shape_frequencies().round(6).tolist()
+        else:
+            data["class_frequencies"] = dict(zip(self.classes, self.class_frequencies().round(6).tolist(),
+                                                 strict=True))
+        return data
