@@ -128,14 +128,23 @@ def demo(session):
 
 @nox.session(venv_backend="none")
 def reproduce(session):
-    """The toy-scale REACT reproduction (docs/reproduction.md): about an hour on 2 CPU cores; not part of CI."""
+    """Reproduction v2 (docs/reproduction.md): every method on the 64-class longtail world, 3 seeds; under an hour
+    on 2 CPU cores; not part of CI. Results in repro-out/."""
     _run_dev(session, "scripts/reproduce.py", *session.posargs)
 
 
 @nox.session(venv_backend="none")
+def reproduce_v1(session):
+    """The first reproduction (4 rare shapes of the demo world; docs/reproduction.md, second section)."""
+    _run_dev(session, "scripts/reproduce_v1.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
 def pretrain(session):
-    """Remake the committed toy-pretrained base CLIP (toyworld/src/toyworld/weights/) from scratch."""
-    _run_dev(session, "-m", "toyworld.pretrain", "demo-out/world", "--commit", *session.posargs)
+    """Remake a committed toy-pretrained base CLIP (toyworld/src/toyworld/weights/) from scratch: the demo world's
+    (~16 min), or with `-- --preset longtail` the longtail world's (~15 min)."""
+    root = "repro-out/world" if "longtail" in session.posargs else "demo-out/world"
+    _run_dev(session, "-m", "toyworld.pretrain", root, "--commit", *session.posargs)
 
 
 @nox.session(venv_backend="none")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reproduce import judged_rows, true_shapes
+from repro_lib import judged_rows, true_shapes
 
 from toyworld import World
 from toyworld.models import BASE, CONFIG_DIR, base_weights

@@ -3,6 +3,8 @@ the REACT demo and reproduction rely on."""
 
 from dataclasses import asdict
 
+import pytest
+
 from toyworld.models import BASE, base_weights, load_from_file, register_configs
 from toyworld.pretrain import (
     FINGERPRINT_STEP,
@@ -50,3 +52,27 @@ def demo_world_shapes():
     from toyworld import World
 
     return World().shapes  # in corpus-frequency order, most common first
+
+
+def test_committed_longtail_base_was_made_by_its_recipe():
+    """Reproduction v2's base: the longtail world's recipe; `nox -s reproduce` reruns its first 50 steps (the world
+    is 100,000 images, too many to generate in the test suite) and stops if they do not match."""
+    from toyworld import PRESETS
+    from toyworld.pretrain import PRESET_RECIPES
+
+    summary = read_summary(base_weights("longtail"))
+    assert summary["config"] == asdict(PretrainConfig(**PRESET_RECIPES["longtail"]))
+    assert summary["samples"] == PRESETS["longtail"]["n_samples"] and summary["fingerprint_step"] == FINGERPRINT_STEP
+    _, _, preprocess = load_from_file(BASE, base_weights("longtail"))
+    assert preprocess.transforms[0].size == 32
+
+
+def test_pretrain_cli_refuses_a_world_of_another_preset(tmp_path, capsys):
+    from toyworld import write_world
+    from toyworld.pretrain import main
+
+    write_world(tmp_path / "world", "tiny")
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "world"), str(tmp_path / "w.safetensors"), "--preset", "longtail"])
+    assert stopped.value.code == 2 and "holds a tiny world, not longtail" in capsys.readouterr().err
+    assert not (tmp_path / "w.safetensors").exists()

@@ -42,9 +42,15 @@ def load_from_file(model_name: str, path: str | Path):
     return open_clip.create_model_and_transforms(model_name, pretrained=str(path))
 
 
-def base_weights() -> Path:
-    """The committed toy-pretrained base CLIP (`BASE`), made by `python -m toyworld.pretrain` (see its docstring)."""
-    path = WEIGHTS_DIR / f"{BASE}.safetensors"
+def base_weights(preset: str = "demo") -> Path:
+    """The committed toy-pretrained base CLIP (`BASE`) for a world preset (demo: the 16-shape world; longtail: the
+    64-class world of reproduction v2), made by `python -m toyworld.pretrain` (see its docstring)."""
+    path = WEIGHTS_DIR / base_weights_name(preset)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; recreate it with: python -m toyworld.pretrain --commit")
+        raise FileNotFoundError(f"{path} is missing; recreate it with: python -m toyworld.pretrain ROOT --commit "
+                                f"--preset {preset}")
     return path
+
+
+def base_weights_name(preset: str) -> str:
+    return f"{BASE}.safetensors" if preset == "demo" else f"{BASE}-{preset}.safetensors"

@@ -6,6 +6,7 @@ the resulting base is weak on them for the same reason a web-pretrained CLIP is 
 
     python -m toyworld.pretrain WORLD_ROOT OUT.safetensors [--steps N] [--seed S]
     python -m toyworld.pretrain WORLD_ROOT --commit     # remake the committed toyworld/weights file
+    python -m toyworld.pretrain WORLD_ROOT --commit --preset longtail    # ... the longtail world's base
 
 Deterministic for a given (world, arguments, torch build, thread count): batches come from a seeded generator,
 the init from a seeded `torch.manual_seed`, and the run pins the number of intra-op threads. The weights file's
@@ -32,9 +33,12 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from .generate import write_world
-from .models import BASE, WEIGHTS_DIR, register_configs
+from .models import BASE, WEIGHTS_DIR, base_weights_name, register_configs
 
 FINGERPRINT_STEP = 50
+# The committed bases' recipes where they differ from PretrainConfig's defaults (the demo base's): the longtail
+# world has 8x the pairs, so fewer passes over it (about 10) at the same batch size.
+PRESET_RECIPES = {"demo": {}, "longtail": {"steps": 4000}}
 
 
 @dataclass(frozen=True)
@@ -158,21 +162,27 @@ def read_summary(weights: str | Path) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m toyworld.pretrain", description=__doc__.split("\n\n")[0])
-    parser.add_argument("world_root", help="toy world root (the demo preset is generated there when missing)")
+    parser.add_argument("world_root", help="toy world root (the preset's world is generated there when missing)")
     parser.add_argument("out", nargs="?", help="weights file to write")
     parser.add_argument("--commit", action="store_true",
-                        help=f"write float16 weights to {WEIGHTS_DIR}/{BASE}.safetensors (the committed base)")
+                        help=f"write float16 weights to {WEIGHTS_DIR}/ (the committed base of --preset)")
+    parser.add_argument("--preset", default="demo", choices=sorted(PRESET_RECIPES),
+                        help="the world to pretrain on, and the recipe defaults: " + json.dumps(PRESET_RECIPES))
     defaults = PretrainConfig()
     for field, value in asdict(defaults).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=None,
+                            help=f"default {value}, or the preset's recipe")
     args = vars(parser.parse_args(argv))
-    world_root, out, commit = args.pop("world_root"), args.pop("out"), args.pop("commit")
+    world_root, out, commit, preset = args.pop("world_root"), args.pop("out"), args.pop("commit"), args.pop("preset")
     if commit == bool(out):
         parser.error("give OUT or --commit (not both)")
-    out = out or WEIGHTS_DIR / f"{BASE}.safetensors"
-    if not (Path(world_root) / "corpus").exists():
-        write_world(world_root, "demo")
-    cfg = PretrainConfig(**args)
+    out = out or WEIGHTS_DIR / base_weights_name(preset)
+    done = Path(world_root) / "toyworld-done.json"
+    if done.exists() and json.loads(done.read_text())["preset"] != preset:
+        parser.error(f"{world_root} holds a {json.loads(done.read_text())['preset']} world, not {preset}")
+    write_world(world_root, preset)  # returns at once when it is already there
+    given = {k: v for k, v in args.items() if v is not None}
+    cfg = PretrainConfig(**(asdict(defaults) | PRESET_RECIPES[preset] | given))
     summary = pretrain(world_root, out, cfg, half=commit)
     print(json.dumps({k: v for k, v in summary.items() if k != "fingerprint"}, indent=1))
     print(f"zero-shot per class: react-eval run --model {cfg.model} --pretrained {out} --model-config "
