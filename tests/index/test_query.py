@@ -255,3 +255,35 @@ def test_nprobe_overrides_the_tuned_value_and_is_recorded(tmp_path):
     with pytest.raises(UserError, match="not an IVF index"):
         retrieve(str(tmp_path / "flat"), CLASSES[:2], out=str(out), templates=[], mode="t2i",
                  query_embeddings=str(tmp_path / "q.npy"), nprobe=8)
+
+
+def test_an_index_holding_its_store_opens_from_any_directory_and_after_a_move(tmp_path, monkeypatch):
+    """`react-index build … --out index` records `index/store` relative to where it ran; the index must still
+    open from elsewhere, and when its folder is moved (the recorded path is then stale), from its own store/."""
+    import shutil
+
+    from clustered import write_clip_retrieval_layout
+
+    from react_index.query import open_index
+
+    rng = np.random.default_rng(0)
+    image = _unit(rng.standard_normal((60, D))).astype(np.float16)
+    src = write_clip_retrieval_layout(str(tmp_path / "src"), image, image, 30)
+    monkeypatch.chdir(tmp_path)
+    ingest_precomputed(src, "index/store", {"name": "toy", "pretrained": "x", "pretrained_sha256": None})
+    build_index("index/store", "index", queries=10)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    _, store, indexes = open_index(str(tmp_path / "index"))
+    assert store.n == 60 and set(indexes) == {"image", "text"}
+    shutil.move(str(tmp_path / "index"), str(tmp_path / "moved"))
+    monkeypatch.chdir(tmp_path)  # "index/store" is now stale from here too
+    _, store, _ = open_index(str(tmp_path / "moved"))
+    assert store.n == 60 and store.uri.endswith("moved/store")
+    shutil.copytree(str(tmp_path / "moved"), str(tmp_path / "index"))  # a folder at the recorded path again ...
+    other = write_clip_retrieval_layout(str(tmp_path / "src2"), image[:30], image[:30], 30)
+    shutil.rmtree(tmp_path / "index" / "store")
+    ingest_precomputed(other, "index/store", {"name": "toy", "pretrained": "x", "pretrained_sha256": None})
+    with pytest.raises(Exception, match="was built from store"):  # ... holding another store: refused by id
+        open_index(str(tmp_path / "moved"))

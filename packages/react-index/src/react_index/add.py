@@ -41,7 +41,7 @@ from .build import _save_npy, _write_index, check_build_options, exact_neighbour
 from .embed import embed
 from .manifest import INDEX, STORE, ManifestError, lineage_entry, read_manifest, write_manifest
 from .sources import SourceError, expand_inputs, is_precomputed
-from .store import UNKNOWN, finalize, open_store
+from .store import UNKNOWN, finalize, index_store_uri, open_store
 from .store import marker_path as store_marker_path
 
 ENVELOPE_KEYS = ("kind", "version", "id", "created", "producer", "lineage")
@@ -200,7 +200,7 @@ def add(index_dir: str, sources, *, model: str | None = None, pretrained: str | 
     if not manifest["lineage"] or manifest["lineage"][0]["kind"] != STORE:
         raise ManifestError(f"{index_dir}/manifest.json: field 'lineage' names no embedding store first, so there is "
                             "no store to add rows to; rebuild the index with react-index build")
-    store_uri = manifest["lineage"][0]["uri"].rsplit("/", 1)[0]
+    store_uri = index_store_uri(index_dir, manifest)
     current = open_store(store_uri)
     if current.in_place:
         raise UserError(f"{store_uri}: an in-place store over {current.manifest['in_place']['folder']}: its shards are "

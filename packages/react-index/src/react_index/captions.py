@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from ._manifests import MissingExtraError, UserError, manifest_uri
 from .domain import TargetClass
 from .manifest import INDEX, STORE, read_manifest
-from .store import Store, open_store
+from .store import Store, index_store_uri, open_store
 
 INSTALL = "pip install 'react-index[captions]'"
 NON_WORD = r"[^\p{L}\p{M}\p{N}]+"  # RE2 (pyarrow): anything that is not a letter, a combining mark or a digit
@@ -212,7 +212,7 @@ def resolve_store(path: str) -> Store:
     kind = read_json(manifest_uri(path)).get("kind")
     if kind == INDEX:
         manifest = read_manifest(manifest_uri(path), INDEX)
-        store_uri = manifest["lineage"][0]["uri"].rsplit("/", 1)[0] if manifest["lineage"] else f"{path}/store"
+        store_uri = index_store_uri(path, manifest)
         store = open_store(store_uri)
         if manifest["lineage"] and store.manifest["id"] != manifest["lineage"][0]["id"]:
             raise UserError(f"{store_uri}: changed since the index {path} was built from it; rebuild the index "

@@ -33,7 +33,7 @@ from .domain import DomainError, TargetClass, load_synonyms, load_templates, pro
 from .manifest import INDEX, ManifestError, lineage_entry, read_manifest, write_retrieval_manifest
 from .rerank import CANDIDATES_PER_SEARCH, search_reranked
 from .sources import IMAGE_EXTS
-from .store import UNKNOWN, Store, open_store
+from .store import UNKNOWN, Store, index_store_uri, open_store
 
 CLIP_INSTALL = "pip install 'react-index[clip]'"
 
@@ -100,7 +100,7 @@ def open_index(index_dir: str, modalities=None, *, manifest: dict | None = None)
     row ids mean nothing against another."""
     index_dir = index_dir.rstrip("/")
     manifest = manifest or read_manifest(manifest_uri(index_dir), INDEX)
-    store_uri = manifest["lineage"][0]["uri"].rsplit("/", 1)[0] if manifest["lineage"] else f"{index_dir}/store"
+    store_uri = index_store_uri(index_dir, manifest)
     store = open_store(store_uri)
     if manifest["lineage"] and store.manifest["id"] != manifest["lineage"][0]["id"]:
         raise ManifestError(f"{store_uri}/manifest.json: field 'id' is {store.manifest['id'][:19]}…, but the index "

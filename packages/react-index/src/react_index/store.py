@@ -410,6 +410,26 @@ class Store:
         return table if rows is None else table.take(pa.array(np.asarray(rows, dtype=np.int64)))
 
 
+def index_store_uri(index_dir: str, manifest: dict) -> str:
+    """Where the store an index was built from is now: the folder its lineage records, or — when nothing is there
+    and the index folder holds a `store/` of its own — that one. The recorded path can be stale without anything
+    being wrong: `react-index build … --out index` records `index/store` relative to the directory it ran in, and
+    a moved or copied index folder carries its store along. Callers check the store's id against the lineage, so
+    the fallback can never pair an index with another store's rows."""
+    own = f"{index_dir.rstrip('/')}/store"
+    if not manifest["lineage"]:
+        return own
+    recorded = manifest["lineage"][0]["uri"].rsplit("/", 1)[0]
+    if recorded != own and not _exists(manifest_uri(recorded)) and _exists(manifest_uri(own)):
+        return own
+    return recorded
+
+
+def _exists(uri: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path)
+
+
 def open_store(uri: str, *, verify: bool = True) -> Store:
     """Open the store at `uri`. An in-place store's files are checked against their recorded sizes and checksums
     first (`verify`): a changed file is refused by name, never read as if it held the rows the ids name."""
