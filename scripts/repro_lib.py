@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 
 def random_control(main_rows: Path, index: Path, out: Path, seed: int = 0) -> Path:
     """A retrieval set of as many uniformly drawn corpus pairs as `main_rows`, labelled with its classes."""
+    from react_index._manifests import write_parquet_atomic
     from react_index.manifest import lineage_entry, read_manifest, write_retrieval_manifest
-    from react_index.query import ROW_SCHEMA, _write_parquet_atomic, join_metadata, open_index
+    from react_index.query import ROW_SCHEMA, join_metadata, open_index
 
     if out.exists():
         return out
@@ -26,7 +27,7 @@ def random_control(main_rows: Path, index: Path, out: Path, seed: int = 0) -> Pa
     columns = {name: main.column(name) for name in ("class_name", "class_index", "templates", "rank")}
     columns |= {"score": np.zeros(main.num_rows, np.float32), "sample_id": ids}
     columns |= {name: rows.column(name) for name in rows.column_names}
-    _write_parquet_atomic(str(out), pa.table(columns, schema=ROW_SCHEMA))
+    write_parquet_atomic(str(out), pa.table(columns, schema=ROW_SCHEMA))
     sidecar = json.loads(Path(f"{main_rows}.json").read_text())
     body = {k: sidecar[k] for k in ("model", "k", "classes", "templates", "counts_per_class")}
     body |= {"mode": "random-control", "selection": {"random_seed": seed, "same_rows_as": str(main_rows)},

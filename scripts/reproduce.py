@@ -38,8 +38,7 @@ from toyworld.world import STYLE_SYNONYMS, SYNONYMS
 
 PRESET, N_TARGET, SEEDS = "longtail", 16, (0, 1, 2)
 STEPS, BATCH = 400, 128  # every block-training run: 51,200 samples
-K_TEMPLATE = 40  # t2i / t2t: neighbours per template per class (5 templates)
-K_CLASS = 200  # caption / fusion: rows per class
+K_CLASS = 200  # every target set: rows per class (t2i / t2t from the prompt-ensemble query, --per class)
 K_LINEAR = 100  # REAL-Linear: caption rows per class, all 64 classes
 MODES = ("t2i", "t2t", "caption", "fusion")
 MAIN = "t2i"  # REACT's default mode: the set locked-text and the random control are trained on
@@ -56,14 +55,22 @@ def synonyms() -> dict[str, list[str]]:
     return out
 
 
-def timed_cli(costs: dict, key: str, done: bool, tool: str, *args) -> None:
-    """Run a CLI unless its output is there; its wall time goes to costs[key] (kept from the first run)."""
-    if done:
-        print(f"  (reused) {key}", flush=True)
-        return
-    t0 = time.perf_counter()
-    subprocess.run([str(BIN / tool), *map(str, args)], check=True)
-    costs[key] = round(time.perf_counter() - t0, 1)
+class Costs(dict):
+    """Wall seconds per step, saved to `path` after every step (a rerun keeps the first run's figures)."""
+
+    def __init__(self, path: Path):
+        super().__init__(json.loads(path.read_text()) if path.exists() else {})
+        self.path = path
+
+    def run(self, key: str, done: bool, tool: str, *args) -> None:
+        """Run a CLI unless its output is there; its wall time goes to self[key]."""
+        if done:
+            print(f"  (reused) {key}", flush=True)
+            return
+        t0 = time.perf_counter()
+        subprocess.run([str(BIN / tool), *map(str, args)], check=True)
+        self[key] = round(time.perf_counter() - t0, 1)
+        self.path.write_text(json.dumps(self, indent=1))
 
 
 def main():
@@ -80,8 +87,7 @@ def main():
     index = build_index(out, PRESET, weights)  # writes the world first when it is missing
     if not args.skip_base_check:
         check_base(out / "world", weights)
-    costs_path = out / "costs.json"
-    costs = json.loads(costs_path.read_text()) if costs_path.exists() else {}
+    costs = Costs(out / "costs.json")
 
     world = preset_world(PRESET)
     target = world.rare_classes(N_TARGET)
@@ -89,50 +95,66 @@ def main():
     domain.mkdir(exist_ok=True)
     (domain / "target.txt").write_text("\n".join(target) + "\n")
     (domain / "all.txt").write_text("\n".join(world.classes) + "\n")
-    (domain / "synonyms.json").write_text(json.dumps(synonyms(), indent=1))
+    names = synonyms()  # a synonyms file may name only the classes queried
+    (domain / "synonyms-all.json").write_text(json.dumps(names, indent=1))
+    (domain / "synonyms-target.json").write_text(json.dumps({c: names[c] for c in target}, indent=1))
     templates = out / "world" / "eval" / "classification" / "templates.txt"
 
     # concept frequency (REAL): every class of the task, all its names
     frequency = domain / "frequency.csv"
-    timed_cli(costs, "frequency", frequency.exists(), "react-index", "frequency", "--index", index,
-              "--classes", domain / "all.txt", "--synonyms", domain / "synonyms.json", "--out", frequency)
+    costs.run("frequency", frequency.exists(), "react-index", "frequency", "--index", index,
+              "--classes", domain / "all.txt", "--synonyms", domain / "synonyms-all.json", "--out", frequency)
 
     # retrieval sets
     sets = {}
     for mode in MODES:
         rows = out / "retrieval" / f"target-{mode}.parquet"
-        extra = {"t2i": ["--k", K_TEMPLATE], "t2t": ["--k", K_TEMPLATE],
-                 "caption": ["--k", K_CLASS, "--synonyms", domain / "synonyms.json"],
-                 "fusion": ["--fuse", "t2i,caption", "--per", "class", "--k", K_CLASS,
-                            "--synonyms", domain / "synonyms.json"]}[mode]
-        timed_cli(costs, f"retrieve/{mode}", rows.exists(), "react-index", "query", "--index", index,
+        # the same rows per class for every mode; synonyms where captions are matched (REAL, Neural Priming)
+        extra = {"t2i": ["--per", "class"], "t2t": ["--per", "class"],
+                 "caption": ["--synonyms", domain / "synonyms-target.json"],
+                 # fusion merges each mode's K per class; --budget keeps the best-fused K per class of the union
+                 "fusion": ["--fuse", "t2i,caption", "--per", "class", "--synonyms", domain / "synonyms-target.json",
+                            "--budget", K_CLASS * len(target)]}[mode] + ["--k", K_CLASS]
+        costs.run(f"retrieve/{mode}", rows.exists(), "react-index", "query", "--index", index,
                   "--classes", domain / "target.txt", "--templates", templates, "--mode", mode, *extra,
                   "--model-config", MODEL_CONFIG, "--out", rows)
         sets[mode] = rows
     sets["linear"] = out / "retrieval" / "all-caption.parquet"
-    timed_cli(costs, "retrieve/linear", sets["linear"].exists(), "react-index", "query", "--index", index,
+    costs.run("retrieve/linear", sets["linear"].exists(), "react-index", "query", "--index", index,
               "--classes", domain / "all.txt", "--templates", templates, "--mode", "caption", "--k", K_LINEAR,
-              "--synonyms", domain / "synonyms.json", "--model-config", MODEL_CONFIG, "--out", sets["linear"])
+              "--synonyms", domain / "synonyms-all.json", "--model-config", MODEL_CONFIG, "--out", sets["linear"])
+    sets["linear-text"] = out / "retrieval" / "all-caption-rank-text.parquet"  # ablation: captions ranked by text
+    costs.run("retrieve/linear-text", sets["linear-text"].exists(), "react-index", "query", "--index", index,
+              "--classes", domain / "all.txt", "--templates", templates, "--mode", "caption", "--rank", "text",
+              "--k", K_LINEAR, "--synonyms", domain / "synonyms-all.json", "--model-config", MODEL_CONFIG,
+              "--out", sets["linear-text"])
     sets["random"] = random_control(sets[MAIN], index, out / "retrieval" / f"random-like-{MAIN}.parquet")
 
-    # training runs: name -> (variant, set, seed)
+    # training runs: name -> (variant, set, seed, more train options, steps)
     runs = {}
     for seed in args.seeds:
         for mode in MODES:
-            runs[f"gated-image/{mode}/s{seed}"] = ("gated-image", mode, seed)
-        runs[f"locked-text/{MAIN}/s{seed}"] = ("locked-text", MAIN, seed)
-        runs[f"gated-image/random/s{seed}"] = ("gated-image", "random", seed)
-        runs[f"real-linear/caption-all/s{seed}"] = ("linear-head", "linear", seed)
+            runs[f"gated-image/{mode}/s{seed}"] = ("gated-image", mode, seed, [], args.steps)
+        runs[f"locked-text/{MAIN}/s{seed}"] = ("locked-text", MAIN, seed, [], args.steps)
+        runs[f"gated-image/random/s{seed}"] = ("gated-image", "random", seed, [], args.steps)
+        runs[f"real-linear/caption-all/s{seed}"] = ("linear-head", "linear", seed, [], None)
+    # ablations, seed 0: what limits gated-image (gate opening: lr, steps) and REAL-Linear (the ranking filter)
+    runs |= {"ablation/gated-image/caption/lr2e-3/s0": ("gated-image", "caption", 0, ["--lr", "2e-3"], args.steps),
+             f"ablation/gated-image/caption/{4 * args.steps}steps/s0": ("gated-image", "caption", 0, [],
+                                                                         4 * args.steps),
+             # the same samples in batches of 32: fewer same-class negatives per batch (8 -> 2 per target class)
+             "ablation/gated-image/caption/batch32/s0": ("gated-image", "caption", 0, ["--batch-size", "32"],
+                                                         4 * args.steps),
+             "ablation/real-linear/caption-all-rank-text/s0": ("linear-head", "linear-text", 0, [], None)}
     checkpoints = {}
-    for name, (variant, rows, seed) in runs.items():
+    for name, (variant, rows, seed, more, steps) in runs.items():
         ckpt = out / "checkpoints" / name.replace("/", "-")
         common = [sets[rows], "--model", BASE, "--pretrained", weights, "--model-config", MODEL_CONFIG,
                   "--out", ckpt, "--variant", variant, "--seed", seed, "--workers", "1", "--batch-size", BATCH]
         if variant != "linear-head":  # REAL-Linear trains full batch with its own step default
-            common += ["--steps", args.steps, "--log-every", "25", "--save-every", "100"]
+            common += ["--steps", steps, "--log-every", "25", "--save-every", "100", *more]
             common += ["--resume"] if ckpt.exists() and not (ckpt / "manifest.json").exists() else []
-        timed_cli(costs, f"train/{name}", (ckpt / "manifest.json").exists(), "react-tune", "train", *common)
-        costs_path.write_text(json.dumps(costs, indent=1))
+        costs.run(f"train/{name}", (ckpt / "manifest.json").exists(), "react-tune", "train", *common)
         checkpoints[name] = ckpt
 
     # evaluation: one results folder per model, so a model's result is never mistaken for another's
@@ -143,16 +165,15 @@ def main():
     results = {}
     for name, model in models.items():
         folder = out / "results" / name.replace("/", "-")
-        timed_cli(costs, f"eval/{name}", has_result(folder, checkpoints.get(name)), "react-eval", "run", *model,
+        costs.run(f"eval/{name}", has_result(folder, checkpoints.get(name)), "react-eval", "run", *model,
                   "--model-config", MODEL_CONFIG, "--dataset", out / "world" / "eval" / "classification",
                   "--task", "zeroshot_classification", "--out", folder, "--workers", "1", "--batch-size", "256")
         results[name] = read_result(folder)
-    costs_path.write_text(json.dumps(costs, indent=1))
 
     truth = true_labels(index, "class")
     report = {
         "preset": PRESET, "target": list(target), "seeds": args.seeds, "steps": args.steps, "batch_size": BATCH,
-        "k": {"t2i": K_TEMPLATE, "t2t": K_TEMPLATE, "caption": K_CLASS, "fusion": K_CLASS, "linear": K_LINEAR},
+        "k_per_class": {"target sets": K_CLASS, "linear": K_LINEAR},
         "accuracy": {name: split_accuracy(doc, target) for name, doc in results.items()},
         "retrieval": {name: set_stats(rows, truth) for name, rows in sets.items()},
         "checkpoint_bytes": {name: weights_bytes(ckpt) for name, ckpt in checkpoints.items()},
@@ -160,8 +181,8 @@ def main():
                         for name, ckpt in checkpoints.items() if name.startswith("real-linear")},
         "corpus_counts": json.loads((out / "world" / "corpus" / "toyworld.json").read_text())["class_counts"],
         "frequency": read_frequency(frequency),
-        "costs_seconds": costs,
-        "gates": {name: gate_curve(ckpt) for name, ckpt in checkpoints.items() if name.startswith("gated-image/")},
+        "costs_seconds": dict(costs),
+        "gates": {name: gate_curve(ckpt) for name, ckpt in checkpoints.items() if "gated-image/" in name},
         "minutes": round((time.perf_counter() - t_start) / 60, 1),
     }
     (out / "results.json").write_text(json.dumps(report, indent=1))
@@ -235,7 +256,7 @@ METHODS = (  # (label, run prefix or model name, trained on)
     ("gated-image", "gated-image/t2i", "t2i"),
     ("gated-image", "gated-image/t2t", "t2t"),
     ("gated-image", "gated-image/caption", "caption"),
-    ("gated-image", "gated-image/fusion", "fusion (t2i + caption)"),
+    ("gated-image", "gated-image/fusion", "fusion (t2i + caption, best-fused 200 per class)"),
     ("gated-image (control)", "gated-image/random", f"random pairs, as many as {MAIN}"),
 )
 
@@ -258,6 +279,18 @@ def tables(r: dict) -> str:
         delta = {p: [acc[n][p] - base[p] for n in names] for p in ("target", "rest")}
         lines.append(f"| {label} | {data} | {mean_std(part['target'])} | {mean_std(part['rest'])} | "
                      f"{mean_std(part['all'])} | {mean_std(delta['target'])} | {mean_std(delta['rest'])} |")
+    ablations = [n for n in acc if n.startswith("ablation/")]
+    if ablations:
+        lines += ["", "Ablations, seed 0 (beside the same method's seed-0 run; gate: mean |tanh α| at the end):", "",
+                  "| run | target | rest | Δ target | Δ rest | gate |", "|---|---|---|---|---|---|"]
+        for name in ["gated-image/caption/s0", *[n for n in ablations if "gated" in n], "real-linear/caption-all/s0",
+                     *[n for n in ablations if "linear" in n]]:
+            if name not in acc:
+                continue
+            a, gate = acc[name], r["gates"].get(name)
+            lines.append(f"| {name.removeprefix('ablation/').removesuffix('/s0')} | {100 * a['target']:.1f} | "
+                         f"{100 * a['rest']:.1f} | {100 * (a['target'] - base['target']):+.1f} | "
+                         f"{100 * (a['rest'] - base['rest']):+.1f} | {f'{gate[-1][1]:.3f}' if gate else '—'} |")
     lines += ["", "Costs (per run; wall time on 2 CPU cores, mean over seeds):", "",
               "| method | retrieved rows (unique samples) | retrieval precision | retrieval s | training | train s | "
               "checkpoint |", "|---|---|---|---|---|---|---|"]
