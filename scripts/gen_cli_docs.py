@@ -148,9 +148,14 @@ def render_command(command: click.Command, ctx: click.Context) -> str:
     if help_text:
         lines += [help_text, ""]
     options = [p for p in command.get_params(ctx) if isinstance(p, click.Option) and not p.hidden]
+    # click (>= 8.1.8) caches a command's help option with the names of the first context that asked for it, so a
+    # subcommand first invoked on its own would keep `--help` without the group's `-h`: the names come from ctx
+    help_option = command.get_help_option(ctx)
     lines += ["| option | type | default | description |", "|---|---|---|---|"]
     for option in options:
-        lines.append(f"| {_flags(option)} | {_type(option)} | {_default(option, ctx)} | {_text(option.help or '')} |")
+        flags = (", ".join(_code(n) for n in command.get_help_option_names(ctx)) if option is help_option
+                 else _flags(option))
+        lines.append(f"| {flags} | {_type(option)} | {_default(option, ctx)} | {_text(option.help or '')} |")
     if isinstance(command, click.Group):
         names = [n for n in command.list_commands(ctx) if not command.get_command(ctx, n).hidden]
         lines += ["", "Commands: " + ", ".join(f"[`{n}`](#{_anchor(f'{ctx.command_path} {n}')})" for n in names) + "."]

@@ -44,6 +44,21 @@ def test_cli_reference_is_generated_and_current(clis):
     assert current == gen.render(clis), "docs/cli.md is stale: run `python3 -m nox -s docs` (scripts/gen_cli_docs.py)"
 
 
+def test_cli_reference_does_not_depend_on_what_ran_before(clis):
+    """click caches a command's help option with the first context's names; a subcommand invoked on its own first
+    (as some tests do) must not turn its documented `-h`, `--help` into `--help`."""
+    commands = [command for group in clis.values() for command in group.commands.values()]
+    try:
+        for command in commands:
+            command._help_option = None  # as if nothing had asked yet (private: the cache this test is about)
+            command.get_help_option(click.Context(command))  # a standalone invocation caches `--help` alone
+        assert '`-h`, `--help`' in gen.render(clis)
+        assert (ROOT / "docs" / "cli.md").read_text() == gen.render(clis)
+    finally:
+        for command in commands:  # leave no poisoned cache to the tests that run next in this process
+            command._help_option = None
+
+
 def test_cli_reference_covers_every_command_and_option(clis):
     text = gen.render(clis)
     assert text.startswith(gen.HEADER)
