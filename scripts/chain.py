@@ -115,10 +115,15 @@ def _has_result(results: Path, args: list[str]) -> bool:
         doc = result_for(results, spec)
     except FileNotFoundError:
         return False
-    if spec.startswith("react:"):  # the checkpoint it evaluated must be the one there now
-        manifest = json.loads((Path(spec[len("react:"):]) / "manifest.json").read_text())
-        return any(entry.get("id") == manifest["id"] for entry in doc.get("lineage", []))
+    if spec.startswith("react:"):
+        return evaluated_checkpoint(doc, Path(spec[len("react:"):]))
     return "--pretrained" not in args or doc.get("pretrained") == str(args[args.index("--pretrained") + 1])
+
+
+def evaluated_checkpoint(doc: dict, checkpoint: Path) -> bool:
+    """Whether a result evaluated the checkpoint that is in `checkpoint` now (its manifest id is in the lineage)."""
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    return any(entry.get("id") == manifest["id"] for entry in doc.get("lineage", []))
 
 
 def report(out: Path, results: Path) -> Path:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from chain import BASE, MODEL_CONFIG, build_index, split_accuracy
+from chain import BASE, MODEL_CONFIG, build_index, evaluated_checkpoint, split_accuracy
 from repro_lib import gate_curve, judged_rows, mean_std, plot_gates, random_control, true_labels
 
 from toyworld import SHAPES, STYLES, preset_world
@@ -195,14 +195,11 @@ def main():
 def check_base(world_root: Path, weights: Path) -> None:
     """Rerun the committed base's first 50 pretraining steps and compare fingerprints: the script, the world and
     the training stack still make the committed model (a mismatch stops the reproduction)."""
-    from toyworld.pretrain import FINGERPRINT_STEP, PretrainConfig, fingerprints_match, pretrain, read_summary
+    from toyworld.pretrain import FINGERPRINT_STEP, still_reproduces
 
-    summary = read_summary(weights)
     t0 = time.perf_counter()
     print(f"checking the committed base: rerunning {FINGERPRINT_STEP} pretraining steps ...", flush=True)
-    rerun = pretrain(world_root, None, PretrainConfig(**summary["config"]), log=lambda _: None,
-                     stop_after=FINGERPRINT_STEP)
-    if not fingerprints_match(rerun["fingerprint"], summary["fingerprint"]):
+    if not still_reproduces(world_root, weights):
         raise SystemExit(f"{weights} was not made by toyworld.pretrain from {world_root} with its recorded config: "
                          "remake it (python -m toyworld.pretrain ROOT --commit --preset longtail) or find the change")
     print(f"  base matches its recipe ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -213,10 +210,7 @@ def has_result(folder: Path, checkpoint: Path | None) -> bool:
         doc = read_result(folder)
     except FileNotFoundError:
         return False
-    if checkpoint is None:
-        return True
-    manifest = json.loads((checkpoint / "manifest.json").read_text())  # the checkpoint there now
-    return any(entry.get("id") == manifest["id"] for entry in doc.get("lineage", []))
+    return checkpoint is None or evaluated_checkpoint(doc, checkpoint)
 
 
 def read_result(folder: Path) -> dict:

@@ -160,6 +160,15 @@ def read_summary(weights: str | Path) -> dict:
         return json.loads(f.metadata()["toyworld_pretrain"])
 
 
+def still_reproduces(world_root: str | Path, weights: str | Path, **changes) -> bool:
+    """Rerun the first `FINGERPRINT_STEP` steps of the run that made `weights` (its recorded config, with `changes`)
+    on the world under `world_root`, and compare with the fingerprint it recorded."""
+    committed = read_summary(weights)
+    rerun = pretrain(world_root, None, PretrainConfig(**committed["config"] | changes), log=lambda _: None,
+                     stop_after=FINGERPRINT_STEP)
+    return fingerprints_match(rerun["fingerprint"], committed["fingerprint"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m toyworld.pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("world_root", help="toy world root (the preset's world is generated there when missing)")
